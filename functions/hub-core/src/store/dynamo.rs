@@ -1,0 +1,527 @@
+//! The event store on one DynamoDB table.
+//!
+//! Layout (the table definition itself lives in `template.yaml`, and the tests create their
+//! tables from it):
+//!
+//! | key | attribute | value |
+//! |---|---|---|
+//! | table HASH | `pk` | `{source}#{event_id}`: the idempotency key, guarded by `attribute_not_exists(pk)` |
+//! | every index RANGE | `event_key` | `{event time, RFC 3339 ms}#{event_id}` |
+//! | `by-subject` HASH | `subject_key` | `{source}#{subject}`: a subject's history |
+//! | `by-state` HASH (sparse) | `state_key` | `{source}#{subject}`, only on events that set the subject's state |
+//! | `by-alias` HASH (sparse) | `alias_key` | `{source}#{alias}`, only on events that carry an alias |
+//! | `by-source-month` HASH | `source_month` | `{source}#{YYYY-MM}`: a source's timeline, one partition a month |
+//!
+//! TTL is on `expires_at`.
+
+use super::{
+    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, SourceTimeline,
+    StoreError, SubjectHistory, TimeRange,
+};
+use crate::event::{format_time, parse_time, Event, Source};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use std::collections::HashMap;
+
+/// Attribute and index names of the events table.
+pub struct TableLayout;
+
+impl TableLayout {
+    pub const PK: &'static str = "pk";
+    pub const EVENT_KEY: &'static str = "event_key";
+    pub const SUBJECT_KEY: &'static str = "subject_key";
+    pub const STATE_KEY: &'static str = "state_key";
+    pub const ALIAS_KEY: &'static str = "alias_key";
+    pub const SOURCE_MONTH: &'static str = "source_month";
+    pub const EXPIRES_AT: &'static str = "expires_at";
+
+    pub const BY_SUBJECT: &'static str = "by-subject";
+    pub const BY_STATE: &'static str = "by-state";
+    pub const BY_ALIAS: &'static str = "by-alias";
+    pub const BY_SOURCE_MONTH: &'static str = "by-source-month";
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A cheap request that opens the connection (TLS included), so that the first callback
+    /// after a cold start does not pay for it. Failures are ignored: it is only a warm-up.
+    pub async fn warm_up(&self) {
+        let result = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(TableLayout::PK, AttributeValue::S("warm-up#".into()))
+            .projection_expression(TableLayout::PK)
+            .send()
+            .await;
+        if let Err(err) = result {
+            tracing::debug!(error = %DisplayErrorContext(&err), "store warm-up failed");
+        }
+    }
+
+    async fn query_page(
+        &self,
+        index: &str,
+        hash_attr: &str,
+        hash_value: String,
+        newest_first: bool,
+        limit: u32,
+        start: Option<Item>,
+    ) -> Result<(Vec<Event>, Option<Item>), StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#h = :h")
+            .expression_attribute_names("#h", hash_attr)
+            .expression_attribute_values(":h", AttributeValue::S(hash_value))
+            .scan_index_forward(!newest_first)
+            .limit(limit as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(classify)?;
+        let events = output
+            .items()
+            .iter()
+            .map(item_to_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((events, output.last_evaluated_key))
+    }
+}
+
+fn keyed(source: Source, value: &str) -> String {
+    format!("{}#{}", source.as_str(), value)
+}
+
+fn month_of(at: DateTime<Utc>) -> String {
+    format!("{:04}-{:02}", at.year(), at.month())
+}
+
+fn event_to_item(event: &Event) -> Item {
+    let mut item = Item::new();
+    let mut s = |k: &str, v: String| {
+        item.insert(k.to_owned(), AttributeValue::S(v));
+    };
+    s(TableLayout::PK, keyed(event.source, &event.event_id));
+    s("source", event.source.as_str().to_owned());
+    s("event_id", event.event_id.clone());
+    s("event_type", event.event_type.clone());
+    s("subject", event.subject.clone());
+    s("received_at", format_time(event.received_at));
+    s("payload", event.payload.clone());
+    s(TableLayout::EVENT_KEY, event.order_key());
+    s(TableLayout::SUBJECT_KEY, keyed(event.source, &event.subject));
+    s(
+        TableLayout::SOURCE_MONTH,
+        keyed(event.source, &month_of(event.event_time())),
+    );
+    if let Some(at) = event.occurred_at {
+        s("occurred_at", format_time(at));
+    }
+    if event.sets_state {
+        s(TableLayout::STATE_KEY, keyed(event.source, &event.subject));
+    }
+    if let Some(alias) = &event.subject_alias {
+        s("subject_alias", alias.clone());
+        s(TableLayout::ALIAS_KEY, keyed(event.source, alias));
+    }
+    if let Some(expires_at) = event.expires_at {
+        item.insert(
+            TableLayout::EXPIRES_AT.to_owned(),
+            AttributeValue::N(expires_at.to_string()),
+        );
+    }
+    item
+}
+
+fn item_to_event(item: &Item) -> Result<Event, StoreError> {
+    let text = |name: &str| -> Option<&str> { item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str) };
+    let required = |name: &str| -> Result<&str, StoreError> {
+        text(name).ok_or_else(|| StoreError::Failed(format!("stored item lacks {name}")))
+    };
+    let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        text(name)
+            .map(|t| parse_time(t).ok_or_else(|| StoreError::Failed(format!("stored {name} is not RFC 3339"))))
+            .transpose()
+    };
+    let source: Source = required("source")?
+        .parse()
+        .map_err(|e| StoreError::Failed(format!("{e}")))?;
+    Ok(Event {
+        source,
+        event_id: required("event_id")?.to_owned(),
+        event_type: required("event_type")?.to_owned(),
+        subject: required("subject")?.to_owned(),
+        subject_alias: text("subject_alias").map(str::to_owned),
+        sets_state: item.contains_key(TableLayout::STATE_KEY),
+        occurred_at: time("occurred_at")?,
+        received_at: time("received_at")?
+            .ok_or_else(|| StoreError::Failed("stored item lacks received_at".into()))?,
+        payload: required("payload")?.to_owned(),
+        expires_at: item
+            .get(TableLayout::EXPIRES_AT)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok()),
+    })
+}
+
+/// Tells "try again later" (throttling, timeouts, refused connections, 5xx) from other failures.
+pub(crate) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    const RETRYABLE_CODES: &[&str] = &[
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    ];
+    let detail = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable(detail)
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            if RETRYABLE_CODES.contains(&code) {
+                StoreError::Unavailable(detail)
+            } else {
+                StoreError::Failed(detail)
+            }
+        }
+        _ => StoreError::Failed(detail),
+    }
+}
+
+/// Cursors are the DynamoDB `LastEvaluatedKey` (all string attributes), as base64url JSON.
+/// Only the attributes of the index a query uses are accepted back.
+fn encode_cursor(key: &Item, extra: Option<(&str, &str)>) -> Result<String, StoreError> {
+    let mut map = serde_json::Map::new();
+    for (name, value) in key {
+        let text = value
+            .as_s()
+            .map_err(|_| StoreError::Failed(format!("non-string key attribute {name}")))?;
+        map.insert(name.clone(), serde_json::Value::String(text.clone()));
+    }
+    if let Some((name, value)) = extra {
+        map.insert(name.to_owned(), serde_json::Value::String(value.to_owned()));
+    }
+    Ok(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(map).to_string()))
+}
+
+fn decode_cursor(cursor: &str, allowed: &[&str]) -> Result<HashMap<String, String>, StoreError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| StoreError::BadCursor)?;
+    let map: HashMap<String, String> =
+        serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor)?;
+    if map.is_empty() || map.keys().any(|k| !allowed.contains(&k.as_str())) {
+        return Err(StoreError::BadCursor);
+    }
+    Ok(map)
+}
+
+fn to_key(map: HashMap<String, String>) -> Item {
+    map.into_iter()
+        .map(|(k, v)| (k, AttributeValue::S(v)))
+        .collect()
+}
+
+impl EventWriter for DynamoStore {
+    async fn put_event(&self, event: &Event) -> Result<PutOutcome, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(event_to_item(event)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", TableLayout::PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PutOutcome::Stored),
+            Err(SdkError::ServiceError(service))
+                if service.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(PutOutcome::Duplicate)
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+}
+
+impl EventLookup for DynamoStore {
+    async fn get_event(&self, source: Source, event_id: &str) -> Result<Option<Event>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(TableLayout::PK, AttributeValue::S(keyed(source, event_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        output.item.as_ref().map(item_to_event).transpose()
+    }
+}
+
+impl SubjectHistory for DynamoStore {
+    async fn events_about(
+        &self,
+        source: Source,
+        subject: &str,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        const KEY_ATTRS: [&str; 3] = [TableLayout::PK, TableLayout::SUBJECT_KEY, TableLayout::EVENT_KEY];
+        let start = page
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(c, &KEY_ATTRS))
+            .transpose()?;
+        let hash = keyed(source, subject);
+        if let Some(start) = &start {
+            if start.get(TableLayout::SUBJECT_KEY) != Some(&hash) {
+                return Err(StoreError::BadCursor);
+            }
+        }
+        let (events, last) = self
+            .query_page(
+                TableLayout::BY_SUBJECT,
+                TableLayout::SUBJECT_KEY,
+                hash,
+                true,
+                page.effective_limit(),
+                start.map(to_key),
+            )
+            .await?;
+        let next = last.as_ref().map(|k| encode_cursor(k, None)).transpose()?;
+        Ok(Page { events, next })
+    }
+}
+
+impl LatestState for DynamoStore {
+    async fn latest_about(&self, source: Source, subject: &str) -> Result<Option<Event>, StoreError> {
+        let (events, _) = self
+            .query_page(
+                TableLayout::BY_STATE,
+                TableLayout::STATE_KEY,
+                keyed(source, subject),
+                true,
+                1,
+                None,
+            )
+            .await?;
+        Ok(events.into_iter().next())
+    }
+
+    async fn subject_for_alias(&self, source: Source, alias: &str) -> Result<Option<String>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(TableLayout::BY_ALIAS)
+            .key_condition_expression("#h = :h")
+            .expression_attribute_names("#h", TableLayout::ALIAS_KEY)
+            .expression_attribute_values(":h", AttributeValue::S(keyed(source, alias)))
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output
+            .items()
+            .first()
+            .and_then(|item| item.get("subject"))
+            .and_then(|v| v.as_s().ok())
+            .cloned())
+    }
+}
+
+/// The first instant of the month after `at`'s month.
+fn next_month(at: DateTime<Utc>) -> DateTime<Utc> {
+    let (year, month) = if at.month() == 12 {
+        (at.year() + 1, 1)
+    } else {
+        (at.year(), at.month() + 1)
+    };
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .expect("first of a month is a valid UTC time")
+}
+
+impl SourceTimeline for DynamoStore {
+    async fn events_between(
+        &self,
+        source: Source,
+        range: TimeRange,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        const KEY_ATTRS: [&str; 4] = [
+            TableLayout::PK,
+            TableLayout::SOURCE_MONTH,
+            TableLayout::EVENT_KEY,
+            "month",
+        ];
+        if range.to <= range.from {
+            return Ok(Page { events: Vec::new(), next: None });
+        }
+        let limit = page.effective_limit() as usize;
+        // The cursor names the month to resume in, and the key to resume after within it.
+        let (mut month_start, mut start) = match page.cursor.as_deref() {
+            None => (range.from, None),
+            Some(cursor) => {
+                let mut map = decode_cursor(cursor, &KEY_ATTRS)?;
+                let month = map.remove("month").ok_or(StoreError::BadCursor)?;
+                let resume = parse_time(&month).ok_or(StoreError::BadCursor)?;
+                if resume < range.from || resume >= range.to {
+                    return Err(StoreError::BadCursor);
+                }
+                (resume, (!map.is_empty()).then(|| to_key(map)))
+            }
+        };
+        // Both bounds are bare times: "T#id" sorts after "T", so events at exactly `from` are in
+        // and events at exactly `to` are out.
+        let low = format_time(range.from);
+        let high = format_time(range.to);
+        let mut events = Vec::new();
+        loop {
+            let partition = keyed(source, &month_of(month_start));
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(TableLayout::BY_SOURCE_MONTH)
+                .key_condition_expression("#h = :h AND #r BETWEEN :lo AND :hi")
+                .expression_attribute_names("#h", TableLayout::SOURCE_MONTH)
+                .expression_attribute_names("#r", TableLayout::EVENT_KEY)
+                .expression_attribute_values(":h", AttributeValue::S(partition))
+                .expression_attribute_values(":lo", AttributeValue::S(low.clone()))
+                .expression_attribute_values(":hi", AttributeValue::S(high.clone()))
+                .scan_index_forward(true)
+                .limit((limit - events.len()) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in output.items() {
+                events.push(item_to_event(item)?);
+            }
+            let following = next_month(month_start);
+            let resume_month = format_time(month_start);
+            match output.last_evaluated_key {
+                Some(last) if events.len() >= limit => {
+                    let next = encode_cursor(&last, Some(("month", &resume_month)))?;
+                    return Ok(Page { events, next: Some(next) });
+                }
+                Some(last) => start = Some(last),
+                None if following >= range.to => return Ok(Page { events, next: None }),
+                None if events.len() >= limit => {
+                    let mut only_month = Item::new();
+                    only_month.insert("month".into(), AttributeValue::S(format_time(following)));
+                    let next = encode_cursor(&only_month, None)?;
+                    return Ok(Page { events, next: Some(next) });
+                }
+                None => month_start = following,
+            }
+        }
+    }
+}
+
+/// How the handlers' SDK clients behave: short timeouts and few retries, because every sender
+/// has a deadline (DingTalk 1.5 s, MNS 5 s) and retries a push that failed.
+pub fn timeout_config() -> aws_sdk_dynamodb::config::timeout::TimeoutConfig {
+    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_millis(500))
+        .operation_attempt_timeout(std::time::Duration::from_millis(800))
+        .operation_timeout(std::time::Duration::from_millis(1_200))
+        .build()
+}
+
+pub fn retry_config() -> aws_sdk_dynamodb::config::retry::RetryConfig {
+    aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(std::time::Duration::from_millis(20))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn sample() -> Event {
+        let received = Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).unwrap();
+        Event::new(Source::Stack, "id-1", "CREATE_COMPLETE", "web", r#"{"a":1}"#, received)
+            .alias(Some("uuid-1".into()))
+            .retained_for_days(Some(30))
+    }
+
+    #[test]
+    fn item_round_trips() {
+        let event = sample();
+        let item = event_to_item(&event);
+        assert_eq!(item[TableLayout::PK].as_s().unwrap(), "stack#id-1");
+        assert_eq!(item[TableLayout::SUBJECT_KEY].as_s().unwrap(), "stack#web");
+        assert_eq!(item[TableLayout::STATE_KEY].as_s().unwrap(), "stack#web");
+        assert_eq!(item[TableLayout::ALIAS_KEY].as_s().unwrap(), "stack#uuid-1");
+        assert_eq!(item[TableLayout::SOURCE_MONTH].as_s().unwrap(), "stack#2024-05");
+        assert_eq!(item_to_event(&item).unwrap(), event);
+    }
+
+    #[test]
+    fn history_only_events_have_no_state_key() {
+        let item = event_to_item(&sample().history_only());
+        assert!(!item.contains_key(TableLayout::STATE_KEY));
+        assert!(!item_to_event(&item).unwrap().sets_state);
+    }
+
+    #[test]
+    fn foreign_cursors_are_rejected() {
+        assert!(matches!(decode_cursor("not base64!", &["pk"]), Err(StoreError::BadCursor)));
+        let other = URL_SAFE_NO_PAD.encode(r#"{"secret":"x"}"#);
+        assert!(matches!(decode_cursor(&other, &["pk"]), Err(StoreError::BadCursor)));
+        let mut key = Item::new();
+        key.insert("pk".into(), AttributeValue::S("stack#1".into()));
+        let cursor = encode_cursor(&key, None).unwrap();
+        assert_eq!(decode_cursor(&cursor, &["pk"]).unwrap()["pk"], "stack#1");
+    }
+
+    #[test]
+    fn next_month_rolls_over_the_year() {
+        let december = Utc.with_ymd_and_hms(2024, 12, 31, 23, 0, 0).unwrap();
+        assert_eq!(next_month(december), Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap());
+    }
+}
