@@ -1,1 +1,53 @@
+//! Integration test harness: a moto server per test process, SDK clients aimed at it, tables
+//! created from `template.yaml`, and requests read from the `events/` fixtures.
 
+pub mod contract;
+pub mod moto;
+pub mod template;
+
+use std::path::PathBuf;
+
+pub use moto::Moto;
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A request from an API Gateway HTTP API (payload 2.0) JSON file in `events/`: the same file a
+/// user passes to `sam local invoke -e`.
+pub fn fixture_request(name: &str) -> lambda_http::Request {
+    let path = repo_root().join("events").join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    lambda_http::request::from_str(&text)
+        .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// The JSON of `events/env.json`: the test secrets that match the fixtures, per function.
+pub fn fixture_env(function: &str) -> Vec<(String, String)> {
+    let path = repo_root().join("events/env.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let all: serde_json::Value = serde_json::from_str(&text).expect("events/env.json is JSON");
+    all[function]
+        .as_object()
+        .unwrap_or_else(|| panic!("events/env.json has no {function}"))
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("string values").to_owned()))
+        .collect()
+}
+
+/// A unique name, so tests sharing one moto server never share a table.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -62,6 +62,8 @@ mod tests {
             Err(ApiError::forbidden("invalid callback token"))
         );
         // A wrong header is not rescued by a right query token: the header is what was presented.
-        assert!(require_callback_token(&request("/stacks?token=s3cr3t", Some("bad")), &secret).is_err());
+        assert!(
+            require_callback_token(&request("/stacks?token=s3cr3t", Some("bad")), &secret).is_err()
+        );
     }
 }

@@ -38,10 +38,13 @@ pub trait Vars {
     {
         match self.get(name) {
             None => Ok(default),
-            Some(text) => text.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-                name,
-                reason: e.to_string(),
-            }),
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Invalid {
+                    name,
+                    reason: e.to_string(),
+                }),
         }
     }
 
@@ -69,7 +72,9 @@ impl Vars for ProcessEnv {
 
 impl Vars for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name).filter(|v| !v.trim().is_empty()).cloned()
+        HashMap::get(self, name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
     }
 }
 
@@ -161,12 +166,20 @@ mod tests {
 
     #[test]
     fn edge_defaults_and_overrides() {
-        assert_eq!(EdgeConfig::from_vars(&[("X", "")]).unwrap(), EdgeConfig::default());
+        assert_eq!(
+            EdgeConfig::from_vars(&[("X", "")]).unwrap(),
+            EdgeConfig::default()
+        );
         let vars = [("MAX_BODY_BYTES", "2048"), ("EVENT_TTL_DAYS", "7")];
         let edge = EdgeConfig::from_vars(&vars).unwrap();
         assert_eq!(edge.max_body_bytes, 2048);
         assert_eq!(edge.event_ttl_days, Some(7));
-        assert_eq!(EdgeConfig::from_vars(&[("EVENT_TTL_DAYS", "0")]).unwrap().event_ttl_days, None);
+        assert_eq!(
+            EdgeConfig::from_vars(&[("EVENT_TTL_DAYS", "0")])
+                .unwrap()
+                .event_ttl_days,
+            None
+        );
     }
 
     #[test]

@@ -151,7 +151,11 @@ pub fn header_str<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
 }
 
 /// Refuses any method outside `allowed` with 405 and an `Allow` header.
-pub fn require_method(request: &Request, allowed: &[Method], allow: &'static str) -> Result<(), ApiError> {
+pub fn require_method(
+    request: &Request,
+    allowed: &[Method],
+    allow: &'static str,
+) -> Result<(), ApiError> {
     if allowed.contains(request.method()) {
         Ok(())
     } else {
@@ -171,7 +175,10 @@ mod tests {
     fn body_cap_is_inclusive() {
         let req = request(Body::Text("abcd".into()), "/x");
         assert_eq!(raw_body(&req, 4).unwrap(), b"abcd");
-        assert_eq!(raw_body(&req, 3), Err(ApiError::PayloadTooLarge { limit: 3 }));
+        assert_eq!(
+            raw_body(&req, 3),
+            Err(ApiError::PayloadTooLarge { limit: 3 })
+        );
         let bin = request(Body::Binary(vec![0xff, 0x00]), "/x");
         assert_eq!(raw_body(&bin, 10).unwrap(), &[0xff, 0x00]);
         assert_eq!(raw_body(&request(Body::Empty, "/x"), 0).unwrap(), b"");
@@ -188,7 +195,9 @@ mod tests {
     fn error_bodies_follow_the_interface() {
         let response = ApiError::forbidden("bad token").into_response();
         assert_eq!(response.status(), 403);
-        let Body::Text(text) = response.body() else { panic!("text body") };
+        let Body::Text(text) = response.body() else {
+            panic!("text body")
+        };
         let value: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(value, json!({"error": "forbidden", "message": "bad token"}));
 
@@ -196,9 +205,15 @@ mod tests {
         assert_eq!(response.status(), 405);
         assert_eq!(response.headers()["allow"], "GET");
 
-        let response = ApiError::from(StoreError::Unavailable("conn refused 127.0.0.1".into())).into_response();
+        let response = ApiError::from(StoreError::Unavailable("conn refused 127.0.0.1".into()))
+            .into_response();
         assert_eq!(response.status(), 503);
-        let Body::Text(text) = response.body() else { panic!("text body") };
-        assert!(!text.contains("127.0.0.1"), "store details stay in the logs: {text}");
+        let Body::Text(text) = response.body() else {
+            panic!("text body")
+        };
+        assert!(
+            !text.contains("127.0.0.1"),
+            "store details stay in the logs: {text}"
+        );
     }
 }

@@ -2,12 +2,14 @@
 
 use crate::ros::{self, RosError};
 use crate::StackHookConfig;
+use http::{Method, StatusCode};
 use hub_core::auth::require_callback_token;
 use hub_core::clock::Clock;
 use hub_core::event::{format_time, Event, Source};
 use hub_core::http::{json_response, query_param, raw_body, require_method, respond, ApiError};
-use hub_core::store::{EventLookup, EventWriter, LatestState, PageRequest, PutOutcome, SubjectHistory};
-use http::{Method, StatusCode};
+use hub_core::store::{
+    EventLookup, EventWriter, LatestState, PageRequest, PutOutcome, SubjectHistory,
+};
 use lambda_http::{Body, Request, RequestExt, Response};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
@@ -29,12 +31,19 @@ fn route(request: &Request) -> Route {
     if let Some(stack) = request.path_parameters().first("stack") {
         return Route::Stack(stack.to_owned());
     }
-    let segments: Vec<&str> = request.uri().path().split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = request
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segments.iter().position(|s| *s == "stacks") {
         Some(i) if i + 1 == segments.len() => Route::Hooks,
-        Some(i) if i + 2 == segments.len() => {
-            Route::Stack(percent_decode_str(segments[i + 1]).decode_utf8_lossy().into_owned())
-        }
+        Some(i) if i + 2 == segments.len() => Route::Stack(
+            percent_decode_str(segments[i + 1])
+                .decode_utf8_lossy()
+                .into_owned(),
+        ),
         _ => Route::Unknown,
     }
 }
@@ -47,7 +56,11 @@ pub struct StackHook<S, C> {
 
 impl<S: StackStore, C: Clock> StackHook<S, C> {
     pub fn new(store: S, clock: C, config: StackHookConfig) -> Self {
-        StackHook { store, clock, config }
+        StackHook {
+            store,
+            clock,
+            config,
+        }
     }
 
     pub async fn handle(&self, request: Request) -> Response<Body> {
@@ -56,10 +69,12 @@ impl<S: StackStore, C: Clock> StackHook<S, C> {
                 Ok(()) => self.receive(&request).await,
                 Err(e) => Err(e),
             },
-            Route::Stack(stack) => match require_method(&request, &[Method::GET, Method::HEAD], "GET, HEAD") {
-                Ok(()) => self.status(&request, &stack).await,
-                Err(e) => Err(e),
-            },
+            Route::Stack(stack) => {
+                match require_method(&request, &[Method::GET, Method::HEAD], "GET, HEAD") {
+                    Ok(()) => self.status(&request, &stack).await,
+                    Err(e) => Err(e),
+                }
+            }
             Route::Unknown => Err(ApiError::NotFound("no such route".into())),
         };
         respond(result)
@@ -68,13 +83,23 @@ impl<S: StackStore, C: Clock> StackHook<S, C> {
     async fn receive(&self, request: &Request) -> Result<Response<Body>, ApiError> {
         require_callback_token(request, &self.config.token)?;
         let body = raw_body(request, self.config.edge.max_body_bytes)?;
-        let notification = ros::parse(body).map_err(|e: RosError| ApiError::bad_request(e.to_string()))?;
+        let notification =
+            ros::parse(body).map_err(|e: RosError| ApiError::bad_request(e.to_string()))?;
         let received_at = self.clock.now();
         let key = ros::idempotency_key(&notification, received_at, self.config.dedup_window_secs);
 
         // A retry that crossed into the next dedup window: the same content is already stored.
-        if self.store.get_event(Source::Stack, &key.previous).await?.is_some() {
-            return Ok(accepted(PutOutcome::Duplicate, &key.previous, &notification.stack_name));
+        if self
+            .store
+            .get_event(Source::Stack, &key.previous)
+            .await?
+            .is_some()
+        {
+            return Ok(accepted(
+                PutOutcome::Duplicate,
+                &key.previous,
+                &notification.stack_name,
+            ));
         }
         let event = Event::new(
             Source::Stack,
@@ -112,13 +137,18 @@ impl<S: StackStore, C: Clock> StackHook<S, C> {
                 .parse::<u32>()
                 .ok()
                 .filter(|n| (1..=PageRequest::MAX_LIMIT).contains(n))
-                .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={}", PageRequest::MAX_LIMIT)))?,
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("limit must be 1..={}", PageRequest::MAX_LIMIT))
+                })?,
         };
         let page = PageRequest {
             limit,
             cursor: query_param(request, "cursor"),
         };
-        let page = self.store.events_about(Source::Stack, subject, &page).await?;
+        let page = self
+            .store
+            .events_about(Source::Stack, subject, &page)
+            .await?;
         let events: Vec<Value> = page.events.iter().map(history_entry).collect();
         Ok(json_response(
             StatusCode::OK,
@@ -128,7 +158,12 @@ impl<S: StackStore, C: Clock> StackHook<S, C> {
 
     /// A stack by name, or else by id.
     async fn resolve(&self, stack: &str) -> Result<Option<String>, ApiError> {
-        if self.store.latest_about(Source::Stack, stack).await?.is_some() {
+        if self
+            .store
+            .latest_about(Source::Stack, stack)
+            .await?
+            .is_some()
+        {
             return Ok(Some(stack.to_owned()));
         }
         Ok(self.store.subject_for_alias(Source::Stack, stack).await?)
@@ -141,7 +176,10 @@ fn accepted(outcome: PutOutcome, event_id: &str, stack: &str) -> Response<Body> 
         PutOutcome::Duplicate => "duplicate",
     };
     tracing::info!(outcome = status, event_id, stack, "stack hook accepted");
-    json_response(StatusCode::OK, &json!({"status": status, "event_id": event_id}))
+    json_response(
+        StatusCode::OK,
+        &json!({"status": status, "event_id": event_id}),
+    )
 }
 
 fn payload_json(event: &Event) -> Value {
@@ -155,10 +193,12 @@ pub fn stack_status(latest: &Event) -> Value {
         Some(Value::Array(outputs)) => Value::Array(outputs.clone()),
         _ => Value::Array(Vec::new()),
     };
-    let stack_id = latest
-        .subject_alias
-        .clone()
-        .or_else(|| payload.get("StackId").and_then(Value::as_str).map(str::to_owned));
+    let stack_id = latest.subject_alias.clone().or_else(|| {
+        payload
+            .get("StackId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
     json!({
         "stack_name": latest.subject,
         "stack_id": stack_id,
@@ -191,15 +231,26 @@ mod tests {
 
     const TOKEN: &str = "unit-test-token";
 
-    fn hook() -> (StackHook<Arc<MemoryStore>, Arc<FixedClock>>, Arc<MemoryStore>, Arc<FixedClock>) {
+    type TestHook = StackHook<Arc<MemoryStore>, Arc<FixedClock>>;
+
+    fn hook() -> (TestHook, Arc<MemoryStore>, Arc<FixedClock>) {
         let store = Arc::new(MemoryStore::new());
-        let clock = Arc::new(FixedClock::at(Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap()));
+        let clock = Arc::new(FixedClock::at(
+            Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap(),
+        ));
         let config = StackHookConfig {
             token: Secret::new(TOKEN),
-            edge: EdgeConfig { max_body_bytes: 4096, event_ttl_days: None },
+            edge: EdgeConfig {
+                max_body_bytes: 4096,
+                event_ttl_days: None,
+            },
             dedup_window_secs: 600,
         };
-        (StackHook::new(store.clone(), clock.clone(), config), store, clock)
+        (
+            StackHook::new(store.clone(), clock.clone(), config),
+            store,
+            clock,
+        )
     }
 
     fn post(body: &str, token: Option<&str>) -> Request {
@@ -207,11 +258,19 @@ mod tests {
             Some(t) => format!("/stacks?token={t}"),
             None => "/stacks".to_owned(),
         };
-        http::Request::builder().method("POST").uri(uri).body(Body::Text(body.into())).unwrap()
+        http::Request::builder()
+            .method("POST")
+            .uri(uri)
+            .body(Body::Text(body.into()))
+            .unwrap()
     }
 
     fn get(uri: &str) -> Request {
-        http::Request::builder().method("GET").uri(uri).body(Body::Empty).unwrap()
+        http::Request::builder()
+            .method("GET")
+            .uri(uri)
+            .body(Body::Empty)
+            .unwrap()
     }
 
     fn json_of(response: &Response<Body>) -> Value {
@@ -222,31 +281,69 @@ mod tests {
     }
 
     fn ros(status: &str) -> String {
-        format!(r#"{{"StackId":"uuid-1","StackName":"web","Status":"{status}","Outputs":[{{"OutputKey":"Url","OutputValue":"http://x"}}]}}"#)
+        format!(
+            r#"{{"StackId":"uuid-1","StackName":"web","Status":"{status}","Outputs":[{{"OutputKey":"Url","OutputValue":"http://x"}}]}}"#
+        )
     }
 
     #[tokio::test]
     async fn retries_within_and_across_a_window_collapse() {
         let (hook, store, clock) = hook();
-        assert_eq!(json_of(&hook.handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN))).await)["status"], "stored");
+        assert_eq!(
+            json_of(
+                &hook
+                    .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
+                    .await
+            )["status"],
+            "stored"
+        );
         clock.advance(chrono::Duration::seconds(30));
-        assert_eq!(json_of(&hook.handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN))).await)["status"], "duplicate");
+        assert_eq!(
+            json_of(
+                &hook
+                    .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
+                    .await
+            )["status"],
+            "duplicate"
+        );
         // 12:00 is the start of a window, so 12:10:30 is in the next one.
         clock.advance(chrono::Duration::seconds(600));
-        assert_eq!(json_of(&hook.handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN))).await)["status"], "duplicate");
+        assert_eq!(
+            json_of(
+                &hook
+                    .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
+                    .await
+            )["status"],
+            "duplicate"
+        );
         assert_eq!(store.len(), 1);
         // An hour later the same status is a new event.
         clock.advance(chrono::Duration::hours(1));
-        assert_eq!(json_of(&hook.handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN))).await)["status"], "stored");
+        assert_eq!(
+            json_of(
+                &hook
+                    .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
+                    .await
+            )["status"],
+            "stored"
+        );
         assert_eq!(store.len(), 2);
     }
 
     #[tokio::test]
     async fn status_by_name_or_id_and_history() {
         let (hook, _store, clock) = hook();
-        hook.handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN))).await;
+        hook.handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
+            .await;
         clock.advance(chrono::Duration::minutes(5));
-        hook.handle(post(&ros("UPDATE_IN_PROGRESS").replace(",\"Outputs\":[{\"OutputKey\":\"Url\",\"OutputValue\":\"http://x\"}]", ""), Some(TOKEN))).await;
+        hook.handle(post(
+            &ros("UPDATE_IN_PROGRESS").replace(
+                ",\"Outputs\":[{\"OutputKey\":\"Url\",\"OutputValue\":\"http://x\"}]",
+                "",
+            ),
+            Some(TOKEN),
+        ))
+        .await;
         let by_name = hook.handle(get("/stacks/web")).await;
         assert_eq!(by_name.status(), 200);
         let body = json_of(&by_name);
@@ -260,19 +357,50 @@ mod tests {
         let history = json_of(&hook.handle(get("/stacks/web?history=true&limit=1")).await);
         assert_eq!(history["events"][0]["event_type"], "UPDATE_IN_PROGRESS");
         let cursor = history["next"].as_str().expect("a second page");
-        let second = json_of(&hook.handle(get(&format!("/stacks/web?history=true&limit=1&cursor={cursor}"))).await);
+        let second = json_of(
+            &hook
+                .handle(get(&format!(
+                    "/stacks/web?history=true&limit=1&cursor={cursor}"
+                )))
+                .await,
+        );
         assert_eq!(second["events"][0]["event_type"], "CREATE_COMPLETE");
         assert_eq!(second["next"], Value::Null);
-        assert_eq!(hook.handle(get("/stacks/web?history=true&limit=0")).await.status(), 400);
+        assert_eq!(
+            hook.handle(get("/stacks/web?history=true&limit=0"))
+                .await
+                .status(),
+            400
+        );
     }
 
     #[tokio::test]
     async fn refusals_store_nothing() {
         let (hook, store, _) = hook();
-        assert_eq!(hook.handle(post(&ros("CREATE_COMPLETE"), None)).await.status(), 403);
-        assert_eq!(hook.handle(post(&ros("CREATE_COMPLETE"), Some("wrong"))).await.status(), 403);
-        assert_eq!(hook.handle(post("{\"StackId\":1}", Some(TOKEN))).await.status(), 400);
-        assert_eq!(hook.handle(post(&"x".repeat(5000), Some(TOKEN))).await.status(), 413);
+        assert_eq!(
+            hook.handle(post(&ros("CREATE_COMPLETE"), None))
+                .await
+                .status(),
+            403
+        );
+        assert_eq!(
+            hook.handle(post(&ros("CREATE_COMPLETE"), Some("wrong")))
+                .await
+                .status(),
+            403
+        );
+        assert_eq!(
+            hook.handle(post("{\"StackId\":1}", Some(TOKEN)))
+                .await
+                .status(),
+            400
+        );
+        assert_eq!(
+            hook.handle(post(&"x".repeat(5000), Some(TOKEN)))
+                .await
+                .status(),
+            413
+        );
         assert!(store.is_empty());
         assert_eq!(hook.handle(get("/stacks/nope")).await.status(), 404);
     }
@@ -281,7 +409,9 @@ mod tests {
     async fn outage_is_503_never_200() {
         let (hook, store, _) = hook();
         store.set_unavailable(true);
-        let response = hook.handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN))).await;
+        let response = hook
+            .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
+            .await;
         assert_eq!(response.status(), 503);
         assert_eq!(json_of(&response)["error"], "unavailable");
         assert_eq!(hook.handle(get("/stacks/web")).await.status(), 503);
@@ -290,11 +420,19 @@ mod tests {
     #[tokio::test]
     async fn wrong_methods_and_paths() {
         let (hook, _, _) = hook();
-        let put = http::Request::builder().method("PUT").uri("/stacks").body(Body::Empty).unwrap();
+        let put = http::Request::builder()
+            .method("PUT")
+            .uri("/stacks")
+            .body(Body::Empty)
+            .unwrap();
         let response = hook.handle(put).await;
         assert_eq!(response.status(), 405);
         assert_eq!(response.headers()["allow"], "POST");
-        let post_stack = http::Request::builder().method("POST").uri("/stacks/web").body(Body::Empty).unwrap();
+        let post_stack = http::Request::builder()
+            .method("POST")
+            .uri("/stacks/web")
+            .body(Body::Empty)
+            .unwrap();
         assert_eq!(hook.handle(post_stack).await.status(), 405);
         assert_eq!(hook.handle(get("/elsewhere")).await.status(), 404);
     }
@@ -302,7 +440,10 @@ mod tests {
     #[test]
     fn routes_with_and_without_stage_prefix() {
         assert_eq!(route(&get("/stacks")), Route::Hooks);
-        assert_eq!(route(&get("/prod/stacks/my%20stack")), Route::Stack("my stack".into()));
+        assert_eq!(
+            route(&get("/prod/stacks/my%20stack")),
+            Route::Stack("my stack".into())
+        );
         assert_eq!(route(&get("/stacks/a/b")), Route::Unknown);
     }
 }

@@ -21,7 +21,8 @@ impl StackHookConfig {
     pub const DEFAULT_DEDUP_WINDOW_SECS: u64 = 600;
 
     pub fn from_vars(vars: &impl Vars) -> Result<Self, ConfigError> {
-        let dedup_window_secs = vars.parsed_or("ROS_DEDUP_WINDOW_SECS", Self::DEFAULT_DEDUP_WINDOW_SECS)?;
+        let dedup_window_secs =
+            vars.parsed_or("ROS_DEDUP_WINDOW_SECS", Self::DEFAULT_DEDUP_WINDOW_SECS)?;
         if dedup_window_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "ROS_DEDUP_WINDOW_SECS",
@@ -46,6 +47,10 @@ mod tests {
         assert_eq!(err, ConfigError::Missing("STACK_HOOK_TOKEN"));
         let config = StackHookConfig::from_vars(&[("STACK_HOOK_TOKEN", "x")]).unwrap();
         assert_eq!(config.dedup_window_secs, 600);
-        assert!(StackHookConfig::from_vars(&[("STACK_HOOK_TOKEN", "x"), ("ROS_DEDUP_WINDOW_SECS", "0")]).is_err());
+        assert!(StackHookConfig::from_vars(&[
+            ("STACK_HOOK_TOKEN", "x"),
+            ("ROS_DEDUP_WINDOW_SECS", "0")
+        ])
+        .is_err());
     }
 }

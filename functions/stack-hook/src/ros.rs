@@ -45,7 +45,10 @@ pub fn parse(body: &[u8]) -> Result<RosNotification, RosError> {
         return Err(RosError::BadStatus);
     }
     // The name is a path segment of `GET /stacks/{stack}`; ROS names are letters, digits, `-`, `_`.
-    if stack_name.len() > 255 || stack_name.contains('/') || stack_name.chars().any(char::is_control) {
+    if stack_name.len() > 255
+        || stack_name.contains('/')
+        || stack_name.chars().any(char::is_control)
+    {
         return Err(RosError::BadStackName);
     }
     match body.get("Outputs") {
@@ -71,7 +74,9 @@ pub fn is_stack_status(status: &str) -> bool {
 /// `*_IN_PROGRESS` (so `ROLLBACK_IN_PROGRESS` and `UPDATE_COMPLETE_CLEANUP_IN_PROGRESS` are not).
 pub fn is_terminal(status: &str) -> bool {
     !status.ends_with("_IN_PROGRESS")
-        && (status.ends_with("_COMPLETE") || status.ends_with("_FAILED") || status.starts_with("ROLLBACK_"))
+        && (status.ends_with("_COMPLETE")
+            || status.ends_with("_FAILED")
+            || status.starts_with("ROLLBACK_"))
 }
 
 /// The idempotency key of a ROS notification.
@@ -88,11 +93,17 @@ pub struct RosKey {
     pub previous: String,
 }
 
-pub fn idempotency_key(notification: &RosNotification, received_at: DateTime<Utc>, window_secs: u64) -> RosKey {
+pub fn idempotency_key(
+    notification: &RosNotification,
+    received_at: DateTime<Utc>,
+    window_secs: u64,
+) -> RosKey {
     // serde_json's map is ordered by key, so this serialization is canonical.
     let canonical = Value::Object(notification.body.clone()).to_string();
     let digest = content_id(&[canonical.as_bytes()]);
-    let window = received_at.timestamp().div_euclid(window_secs.max(1) as i64);
+    let window = received_at
+        .timestamp()
+        .div_euclid(window_secs.max(1) as i64);
     RosKey {
         current: format!("ros-{}-{}", &digest[..32], window),
         previous: format!("ros-{}-{}", &digest[..32], window - 1),
@@ -131,14 +142,38 @@ mod tests {
         let cases: &[(&str, RosError)] = &[
             ("not json", RosError::NotAnObject),
             ("[1,2]", RosError::NotAnObject),
-            (r#"{"StackName":"n","Status":"CREATE_COMPLETE"}"#, RosError::Missing("StackId")),
-            (r#"{"StackId":"a","Status":"CREATE_COMPLETE"}"#, RosError::Missing("StackName")),
-            (r#"{"StackId":"a","StackName":"n"}"#, RosError::Missing("Status")),
-            (r#"{"StackId":"a","StackName":" ","Status":"X"}"#, RosError::Missing("StackName")),
-            (r#"{"StackId":7,"StackName":"n","Status":"X"}"#, RosError::Missing("StackId")),
-            (r#"{"StackId":"a","StackName":"n","Status":"done!"}"#, RosError::BadStatus),
-            (r#"{"StackId":"a","StackName":"a/b","Status":"X"}"#, RosError::BadStackName),
-            (r#"{"StackId":"a","StackName":"n","Status":"X","Outputs":{}}"#, RosError::BadOutputs),
+            (
+                r#"{"StackName":"n","Status":"CREATE_COMPLETE"}"#,
+                RosError::Missing("StackId"),
+            ),
+            (
+                r#"{"StackId":"a","Status":"CREATE_COMPLETE"}"#,
+                RosError::Missing("StackName"),
+            ),
+            (
+                r#"{"StackId":"a","StackName":"n"}"#,
+                RosError::Missing("Status"),
+            ),
+            (
+                r#"{"StackId":"a","StackName":" ","Status":"X"}"#,
+                RosError::Missing("StackName"),
+            ),
+            (
+                r#"{"StackId":7,"StackName":"n","Status":"X"}"#,
+                RosError::Missing("StackId"),
+            ),
+            (
+                r#"{"StackId":"a","StackName":"n","Status":"done!"}"#,
+                RosError::BadStatus,
+            ),
+            (
+                r#"{"StackId":"a","StackName":"a/b","Status":"X"}"#,
+                RosError::BadStackName,
+            ),
+            (
+                r#"{"StackId":"a","StackName":"n","Status":"X","Outputs":{}}"#,
+                RosError::BadOutputs,
+            ),
         ];
         for (body, expected) in cases {
             assert_eq!(parse(body.as_bytes()).unwrap_err(), *expected, "{body}");
@@ -147,10 +182,24 @@ mod tests {
 
     #[test]
     fn terminal_statuses() {
-        for done in ["CREATE_COMPLETE", "UPDATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_COMPLETE", "CHECK_COMPLETE", "IMPORT_CREATE_COMPLETE", "CREATE_ROLLBACK_COMPLETE"] {
+        for done in [
+            "CREATE_COMPLETE",
+            "UPDATE_FAILED",
+            "ROLLBACK_COMPLETE",
+            "ROLLBACK_FAILED",
+            "DELETE_COMPLETE",
+            "CHECK_COMPLETE",
+            "IMPORT_CREATE_COMPLETE",
+            "CREATE_ROLLBACK_COMPLETE",
+        ] {
             assert!(is_terminal(done), "{done}");
         }
-        for running in ["CREATE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", "REVIEW_IN_PROGRESS"] {
+        for running in [
+            "CREATE_IN_PROGRESS",
+            "ROLLBACK_IN_PROGRESS",
+            "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS",
+            "REVIEW_IN_PROGRESS",
+        ] {
             assert!(!is_terminal(running), "{running}");
         }
     }
@@ -158,13 +207,17 @@ mod tests {
     #[test]
     fn key_ignores_json_formatting_and_tracks_windows() {
         let a = parse(br#"{"StackId":"a","StackName":"n","Status":"UPDATE_COMPLETE"}"#).unwrap();
-        let b = parse(b"{ \"Status\": \"UPDATE_COMPLETE\",\n \"StackName\": \"n\", \"StackId\": \"a\" }").unwrap();
+        let b = parse(
+            b"{ \"Status\": \"UPDATE_COMPLETE\",\n \"StackName\": \"n\", \"StackId\": \"a\" }",
+        )
+        .unwrap();
         let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 10, 0).unwrap();
         let ka = idempotency_key(&a, at, 600);
         assert_eq!(ka, idempotency_key(&b, at, 600));
         let next_window = idempotency_key(&a, at + chrono::Duration::seconds(600), 600);
         assert_eq!(next_window.previous, ka.current);
-        let other_status = parse(br#"{"StackId":"a","StackName":"n","Status":"UPDATE_FAILED"}"#).unwrap();
+        let other_status =
+            parse(br#"{"StackId":"a","StackName":"n","Status":"UPDATE_FAILED"}"#).unwrap();
         assert_ne!(idempotency_key(&other_status, at, 600).current, ka.current);
     }
 }

@@ -139,7 +139,10 @@ fn event_to_item(event: &Event) -> Item {
     s("received_at", format_time(event.received_at));
     s("payload", event.payload.clone());
     s(TableLayout::EVENT_KEY, event.order_key());
-    s(TableLayout::SUBJECT_KEY, keyed(event.source, &event.subject));
+    s(
+        TableLayout::SUBJECT_KEY,
+        keyed(event.source, &event.subject),
+    );
     s(
         TableLayout::SOURCE_MONTH,
         keyed(event.source, &month_of(event.event_time())),
@@ -164,13 +167,20 @@ fn event_to_item(event: &Event) -> Item {
 }
 
 fn item_to_event(item: &Item) -> Result<Event, StoreError> {
-    let text = |name: &str| -> Option<&str> { item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str) };
+    let text = |name: &str| -> Option<&str> {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+    };
     let required = |name: &str| -> Result<&str, StoreError> {
         text(name).ok_or_else(|| StoreError::Failed(format!("stored item lacks {name}")))
     };
     let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
         text(name)
-            .map(|t| parse_time(t).ok_or_else(|| StoreError::Failed(format!("stored {name} is not RFC 3339"))))
+            .map(|t| {
+                parse_time(t)
+                    .ok_or_else(|| StoreError::Failed(format!("stored {name} is not RFC 3339")))
+            })
             .transpose()
     };
     let source: Source = required("source")?
@@ -306,7 +316,11 @@ impl SubjectHistory for DynamoStore {
         subject: &str,
         page: &PageRequest,
     ) -> Result<Page, StoreError> {
-        const KEY_ATTRS: [&str; 3] = [TableLayout::PK, TableLayout::SUBJECT_KEY, TableLayout::EVENT_KEY];
+        const KEY_ATTRS: [&str; 3] = [
+            TableLayout::PK,
+            TableLayout::SUBJECT_KEY,
+            TableLayout::EVENT_KEY,
+        ];
         let start = page
             .cursor
             .as_deref()
@@ -334,7 +348,11 @@ impl SubjectHistory for DynamoStore {
 }
 
 impl LatestState for DynamoStore {
-    async fn latest_about(&self, source: Source, subject: &str) -> Result<Option<Event>, StoreError> {
+    async fn latest_about(
+        &self,
+        source: Source,
+        subject: &str,
+    ) -> Result<Option<Event>, StoreError> {
         let (events, _) = self
             .query_page(
                 TableLayout::BY_STATE,
@@ -348,7 +366,11 @@ impl LatestState for DynamoStore {
         Ok(events.into_iter().next())
     }
 
-    async fn subject_for_alias(&self, source: Source, alias: &str) -> Result<Option<String>, StoreError> {
+    async fn subject_for_alias(
+        &self,
+        source: Source,
+        alias: &str,
+    ) -> Result<Option<String>, StoreError> {
         let output = self
             .client
             .query()
@@ -397,7 +419,10 @@ impl SourceTimeline for DynamoStore {
             "month",
         ];
         if range.to <= range.from {
-            return Ok(Page { events: Vec::new(), next: None });
+            return Ok(Page {
+                events: Vec::new(),
+                next: None,
+            });
         }
         let limit = page.effective_limit() as usize;
         // The cursor names the month to resume in, and the key to resume after within it.
@@ -445,7 +470,10 @@ impl SourceTimeline for DynamoStore {
             match output.last_evaluated_key {
                 Some(last) if events.len() >= limit => {
                     let next = encode_cursor(&last, Some(("month", &resume_month)))?;
-                    return Ok(Page { events, next: Some(next) });
+                    return Ok(Page {
+                        events,
+                        next: Some(next),
+                    });
                 }
                 Some(last) => start = Some(last),
                 None if following >= range.to => return Ok(Page { events, next: None }),
@@ -453,7 +481,10 @@ impl SourceTimeline for DynamoStore {
                     let mut only_month = Item::new();
                     only_month.insert("month".into(), AttributeValue::S(format_time(following)));
                     let next = encode_cursor(&only_month, None)?;
-                    return Ok(Page { events, next: Some(next) });
+                    return Ok(Page {
+                        events,
+                        next: Some(next),
+                    });
                 }
                 None => month_start = following,
             }
@@ -484,9 +515,16 @@ mod tests {
 
     fn sample() -> Event {
         let received = Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).unwrap();
-        Event::new(Source::Stack, "id-1", "CREATE_COMPLETE", "web", r#"{"a":1}"#, received)
-            .alias(Some("uuid-1".into()))
-            .retained_for_days(Some(30))
+        Event::new(
+            Source::Stack,
+            "id-1",
+            "CREATE_COMPLETE",
+            "web",
+            r#"{"a":1}"#,
+            received,
+        )
+        .alias(Some("uuid-1".into()))
+        .retained_for_days(Some(30))
     }
 
     #[test]
@@ -497,7 +535,10 @@ mod tests {
         assert_eq!(item[TableLayout::SUBJECT_KEY].as_s().unwrap(), "stack#web");
         assert_eq!(item[TableLayout::STATE_KEY].as_s().unwrap(), "stack#web");
         assert_eq!(item[TableLayout::ALIAS_KEY].as_s().unwrap(), "stack#uuid-1");
-        assert_eq!(item[TableLayout::SOURCE_MONTH].as_s().unwrap(), "stack#2024-05");
+        assert_eq!(
+            item[TableLayout::SOURCE_MONTH].as_s().unwrap(),
+            "stack#2024-05"
+        );
         assert_eq!(item_to_event(&item).unwrap(), event);
     }
 
@@ -510,9 +551,15 @@ mod tests {
 
     #[test]
     fn foreign_cursors_are_rejected() {
-        assert!(matches!(decode_cursor("not base64!", &["pk"]), Err(StoreError::BadCursor)));
+        assert!(matches!(
+            decode_cursor("not base64!", &["pk"]),
+            Err(StoreError::BadCursor)
+        ));
         let other = URL_SAFE_NO_PAD.encode(r#"{"secret":"x"}"#);
-        assert!(matches!(decode_cursor(&other, &["pk"]), Err(StoreError::BadCursor)));
+        assert!(matches!(
+            decode_cursor(&other, &["pk"]),
+            Err(StoreError::BadCursor)
+        ));
         let mut key = Item::new();
         key.insert("pk".into(), AttributeValue::S("stack#1".into()));
         let cursor = encode_cursor(&key, None).unwrap();
@@ -522,6 +569,9 @@ mod tests {
     #[test]
     fn next_month_rolls_over_the_year() {
         let december = Utc.with_ymd_and_hms(2024, 12, 31, 23, 0, 0).unwrap();
-        assert_eq!(next_month(december), Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(
+            next_month(december),
+            Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap()
+        );
     }
 }

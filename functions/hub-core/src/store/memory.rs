@@ -46,7 +46,14 @@ impl MemoryStore {
 
     /// Newest first, by the same order key as the real stores.
     fn sorted(&self, keep: impl Fn(&Event) -> bool) -> Vec<Event> {
-        let mut events: Vec<Event> = self.events.lock().unwrap().iter().filter(|e| keep(e)).cloned().collect();
+        let mut events: Vec<Event> = self
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| keep(e))
+            .cloned()
+            .collect();
         events.sort_by_key(|e| std::cmp::Reverse(e.order_key()));
         events
     }
@@ -61,7 +68,10 @@ fn paginate(events: Vec<Event>, page: &PageRequest) -> Result<Page, StoreError> 
     let end = (start + limit).min(events.len());
     let next = (end < events.len()).then(|| end.to_string());
     Ok(Page {
-        events: events.get(start..end).map(<[Event]>::to_vec).unwrap_or_default(),
+        events: events
+            .get(start..end)
+            .map(<[Event]>::to_vec)
+            .unwrap_or_default(),
         next,
     })
 }
@@ -95,14 +105,26 @@ impl EventLookup for MemoryStore {
 }
 
 impl SubjectHistory for MemoryStore {
-    async fn events_about(&self, source: Source, subject: &str, page: &PageRequest) -> Result<Page, StoreError> {
+    async fn events_about(
+        &self,
+        source: Source,
+        subject: &str,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
         self.check()?;
-        paginate(self.sorted(|e| e.source == source && e.subject == subject), page)
+        paginate(
+            self.sorted(|e| e.source == source && e.subject == subject),
+            page,
+        )
     }
 }
 
 impl LatestState for MemoryStore {
-    async fn latest_about(&self, source: Source, subject: &str) -> Result<Option<Event>, StoreError> {
+    async fn latest_about(
+        &self,
+        source: Source,
+        subject: &str,
+    ) -> Result<Option<Event>, StoreError> {
         self.check()?;
         Ok(self
             .sorted(|e| e.source == source && e.subject == subject && e.sets_state)
@@ -110,7 +132,11 @@ impl LatestState for MemoryStore {
             .next())
     }
 
-    async fn subject_for_alias(&self, source: Source, alias: &str) -> Result<Option<String>, StoreError> {
+    async fn subject_for_alias(
+        &self,
+        source: Source,
+        alias: &str,
+    ) -> Result<Option<String>, StoreError> {
         self.check()?;
         Ok(self
             .sorted(|e| e.source == source && e.subject_alias.as_deref() == Some(alias))
@@ -121,7 +147,12 @@ impl LatestState for MemoryStore {
 }
 
 impl SourceTimeline for MemoryStore {
-    async fn events_between(&self, source: Source, range: TimeRange, page: &PageRequest) -> Result<Page, StoreError> {
+    async fn events_between(
+        &self,
+        source: Source,
+        range: TimeRange,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
         self.check()?;
         let (low, high) = (format_time(range.from), format_time(range.to));
         let mut events = self.sorted(|e| {

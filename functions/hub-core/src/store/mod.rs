@@ -71,7 +71,10 @@ pub struct TimeRange {
 
 /// Stores an event once: a duplicate never overwrites, and concurrent duplicates produce one item.
 pub trait EventWriter: Send + Sync {
-    fn put_event(&self, event: &Event) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
+    fn put_event(
+        &self,
+        event: &Event,
+    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
 }
 
 /// "Have we stored this event id already?"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests (DynamoDB on moto server,
+# started by the tests themselves), and the template checks. `.ci/run` runs exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export HUB_CACHE="${HUB_CACHE:-$HOME/.cache/callback-hub}"
+# The build cache lives outside the clone, so every fresh clone reuses it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HUB_CACHE/target}"
+export SAM_CLI_TELEMETRY=0
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "python tools (moto, cfn-lint, SAM CLI)"
+bash scripts/python-env.sh
+lint_bin="$HUB_CACHE/venv-lint/bin"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "cfn-lint template.yaml"
+"$lint_bin/cfn-lint" template.yaml
+
+step "sam validate --lint"
+"$lint_bin/sam" validate --lint --template-file template.yaml
+
+
+echo
+echo "all checks passed"

@@ -1,0 +1,234 @@
+//! The store contract: what every `EventStore` must do, as one suite that runs against each
+//! store. A behaviour difference between stores is a bug in one of them.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use hub_core::event::{Event, Source};
+use hub_core::store::{EventStore, PageRequest, PutOutcome, StoreError, TimeRange};
+
+fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+}
+
+fn event(source: Source, id: &str, subject: &str, time: DateTime<Utc>) -> Event {
+    Event::new(
+        source,
+        id,
+        "TYPE",
+        subject,
+        format!(r#"{{"id":"{id}"}}"#),
+        time,
+    )
+}
+
+/// Runs every contract check against `store`, which must be empty.
+pub async fn run_all<S: EventStore>(store: &S) {
+    put_is_idempotent(store).await;
+    history_is_newest_first_and_paginated(store).await;
+    latest_ignores_history_only_events(store).await;
+    aliases_resolve_to_subjects(store).await;
+    timeline_spans_months_oldest_first(store).await;
+    sources_do_not_mix(store).await;
+    foreign_cursors_are_refused(store).await;
+}
+
+pub async fn put_is_idempotent<S: EventStore>(store: &S) {
+    let first = event(Source::Mns, "dup-1", "topic", at(2024, 1, 1, 0));
+    assert_eq!(store.put_event(&first).await.unwrap(), PutOutcome::Stored);
+    let mut changed = first.clone();
+    changed.payload = r#"{"overwritten":true}"#.into();
+    assert_eq!(
+        store.put_event(&changed).await.unwrap(),
+        PutOutcome::Duplicate
+    );
+    let stored = store
+        .get_event(Source::Mns, "dup-1")
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored, first, "a duplicate never overwrites");
+    assert_eq!(store.get_event(Source::Mns, "never").await.unwrap(), None);
+    // The same id from another source is another event.
+    let other = event(Source::S3, "dup-1", "bucket/key", at(2024, 1, 1, 0));
+    assert_eq!(store.put_event(&other).await.unwrap(), PutOutcome::Stored);
+}
+
+pub async fn history_is_newest_first_and_paginated<S: EventStore>(store: &S) {
+    let base = at(2024, 2, 10, 0);
+    for i in 0..5 {
+        let e = event(
+            Source::Dingtalk,
+            &format!("h-{i}"),
+            "approval-1",
+            base + Duration::minutes(i),
+        );
+        store.put_event(&e).await.unwrap();
+    }
+    // occurred_at, where given, orders the history, not the arrival.
+    let late_arrival = event(
+        Source::Dingtalk,
+        "h-early",
+        "approval-1",
+        base + Duration::hours(5),
+    )
+    .occurred_at(Some(base - Duration::minutes(1)));
+    store.put_event(&late_arrival).await.unwrap();
+    store
+        .put_event(&event(Source::Dingtalk, "other", "approval-2", base))
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let result = store
+            .events_about(Source::Dingtalk, "approval-1", &page)
+            .await
+            .unwrap();
+        assert!(result.events.len() <= 2);
+        seen.extend(result.events.into_iter().map(|e| e.event_id));
+        match result.next {
+            Some(next) => page.cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["h-4", "h-3", "h-2", "h-1", "h-0", "h-early"]);
+    let empty = store
+        .events_about(Source::Dingtalk, "nobody", &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert!(empty.events.is_empty() && empty.next.is_none());
+}
+
+pub async fn latest_ignores_history_only_events<S: EventStore>(store: &S) {
+    let base = at(2024, 3, 1, 0);
+    store
+        .put_event(&event(Source::Stack, "s-1", "web", base))
+        .await
+        .unwrap();
+    store
+        .put_event(&event(
+            Source::Stack,
+            "s-2",
+            "web",
+            base + Duration::minutes(1),
+        ))
+        .await
+        .unwrap();
+    let resource = event(Source::Stack, "s-3", "web", base + Duration::minutes(2)).history_only();
+    store.put_event(&resource).await.unwrap();
+    let latest = store
+        .latest_about(Source::Stack, "web")
+        .await
+        .unwrap()
+        .expect("a latest event");
+    assert_eq!(latest.event_id, "s-2");
+    let history = store
+        .events_about(Source::Stack, "web", &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        history.events[0].event_id, "s-3",
+        "history-only events are still history"
+    );
+    assert!(!history.events[0].sets_state);
+    assert_eq!(
+        store.latest_about(Source::Stack, "absent").await.unwrap(),
+        None
+    );
+}
+
+pub async fn aliases_resolve_to_subjects<S: EventStore>(store: &S) {
+    let e = event(Source::Stack, "a-1", "api", at(2024, 3, 2, 0)).alias(Some("uuid-api".into()));
+    store.put_event(&e).await.unwrap();
+    assert_eq!(
+        store
+            .subject_for_alias(Source::Stack, "uuid-api")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("api")
+    );
+    assert_eq!(
+        store
+            .subject_for_alias(Source::Mns, "uuid-api")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.subject_for_alias(Source::Stack, "api").await.unwrap(),
+        None
+    );
+}
+
+pub async fn timeline_spans_months_oldest_first<S: EventStore>(store: &S) {
+    let times = [
+        at(2023, 11, 30, 23),
+        at(2023, 12, 15, 0),
+        at(2024, 1, 1, 0),
+        at(2024, 1, 31, 23),
+        at(2024, 4, 1, 0),
+    ];
+    for (i, t) in times.iter().enumerate() {
+        store
+            .put_event(&event(Source::S3, &format!("t-{i}"), "b/k", *t))
+            .await
+            .unwrap();
+    }
+    let range = TimeRange {
+        from: at(2023, 11, 30, 23),
+        to: at(2024, 4, 1, 0),
+    };
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let result = store
+            .events_between(Source::S3, range, &page)
+            .await
+            .unwrap();
+        assert!(result.events.len() <= 2);
+        seen.extend(result.events.into_iter().map(|e| e.event_id));
+        match result.next {
+            Some(next) => page.cursor = Some(next),
+            None => break,
+        }
+    }
+    // `from` is inclusive, `to` exclusive; "dup-1" (S3, 2024-01-01) is in range too.
+    assert_eq!(seen, ["t-0", "t-1", "dup-1", "t-2", "t-3"]);
+    let empty = TimeRange {
+        from: at(2025, 1, 1, 0),
+        to: at(2025, 1, 1, 0),
+    };
+    assert!(store
+        .events_between(Source::S3, empty, &PageRequest::first(5))
+        .await
+        .unwrap()
+        .events
+        .is_empty());
+}
+
+pub async fn sources_do_not_mix<S: EventStore>(store: &S) {
+    store
+        .put_event(&event(Source::Mns, "mix", "web", at(2024, 3, 1, 0)))
+        .await
+        .unwrap();
+    let stack_history = store
+        .events_about(Source::Stack, "web", &PageRequest::first(50))
+        .await
+        .unwrap();
+    assert!(stack_history
+        .events
+        .iter()
+        .all(|e| e.source == Source::Stack));
+}
+
+pub async fn foreign_cursors_are_refused<S: EventStore>(store: &S) {
+    let page = PageRequest {
+        limit: 5,
+        cursor: Some("bm90LWEtY3Vyc29y".into()),
+    };
+    assert!(matches!(
+        store.events_about(Source::Stack, "web", &page).await,
+        Err(StoreError::BadCursor)
+    ));
+}

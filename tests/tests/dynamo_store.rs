@@ -1,0 +1,79 @@
+//! The store contract against DynamoDB (moto server), and the outage classification.
+
+use hub_core::event::{Event, Source};
+use hub_core::store::{DynamoStore, EventWriter, StoreError};
+use hub_tests::moto::sdk_config_for;
+use hub_tests::template::create_events_table;
+use hub_tests::{contract, unique_name, Moto};
+
+async fn fresh_store() -> DynamoStore {
+    let moto = Moto::shared();
+    let client = moto.dynamodb().await;
+    let table = unique_name("contract");
+    create_events_table(&client, &table).await;
+    DynamoStore::new(client, table)
+}
+
+#[tokio::test]
+async fn dynamodb_store_meets_the_contract() {
+    contract::run_all(&fresh_store().await).await;
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_produce_one_item() {
+    let store = fresh_store().await;
+    let event = Event::new(Source::Mns, "same", "T", "s", "{}", chrono::Utc::now());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (store, event) = (store.clone(), event.clone());
+            tokio::spawn(async move { store.put_event(&event).await.unwrap() })
+        })
+        .collect();
+    let mut stored = 0;
+    for task in tasks {
+        if task.await.unwrap() == hub_core::PutOutcome::Stored {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1);
+    let count = store
+        .client()
+        .scan()
+        .table_name(store.table())
+        .send()
+        .await
+        .unwrap()
+        .count();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unavailable_not_a_failure() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let client =
+        aws_sdk_dynamodb::Client::new(&sdk_config_for(&format!("http://127.0.0.1:{port}")).await);
+    let store = DynamoStore::new(client, "no-table");
+    let event = Event::new(Source::Stack, "x", "T", "s", "{}", chrono::Utc::now());
+    match store.put_event(&event).await {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_missing_table_is_a_failure_not_an_outage() {
+    let store = DynamoStore::new(Moto::shared().dynamodb().await, "table-that-does-not-exist");
+    let event = Event::new(Source::Stack, "x", "T", "s", "{}", chrono::Utc::now());
+    assert!(matches!(
+        store.put_event(&event).await,
+        Err(StoreError::Failed(_))
+    ));
+}
+
+#[tokio::test]
+async fn memory_store_meets_the_same_contract() {
+    contract::run_all(&hub_core::store::memory::MemoryStore::new()).await;
+}
