@@ -2,6 +2,7 @@
 //! created from `template.yaml`, and requests read from the `events/` fixtures.
 
 pub mod contract;
+pub mod fixtures;
 pub mod moto;
 pub mod template;
 

@@ -69,8 +69,18 @@ impl Moto {
         &self.endpoint
     }
 
+    /// SDK configuration for moto. Timeouts are relaxed: moto loads each service's backend on
+    /// first use, which can take longer than the functions' production timeouts allow.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        sdk_config_for(&self.endpoint).await
+        let relaxed = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .operation_timeout(std::time::Duration::from_secs(30))
+            .build();
+        sdk_config_for(&self.endpoint)
+            .await
+            .into_builder()
+            .timeout_config(relaxed)
+            .build()
     }
 
     pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {

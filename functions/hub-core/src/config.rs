@@ -11,13 +11,17 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("invalid environment variable {name}: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error("missing configuration: set {0}, or {1}")]
+    MissingOneOf(&'static str, &'static str),
 }
 
 impl ConfigError {
     /// The variable the error is about.
     pub fn variable(&self) -> &'static str {
         match self {
-            ConfigError::Missing(name) | ConfigError::Invalid { name, .. } => name,
+            ConfigError::Missing(name)
+            | ConfigError::Invalid { name, .. }
+            | ConfigError::MissingOneOf(name, _) => name,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! a moto server it starts itself, and prints what each sender got back and what was stored.
 //! Exits non-zero unless every sample was accepted and its event stored.
 
+use dingtalk_callback::{crypto_from, DingTalkHandler, Origin, RawSecrets};
 use hub_core::clock::SystemClock;
+use hub_core::config::{EdgeConfig, Vars};
 use hub_core::event::Source;
 use hub_core::store::{DynamoStore, PageRequest, SubjectHistory};
 use hub_tests::template::create_events_table;
@@ -28,6 +30,18 @@ async fn main() -> ExitCode {
         StackHookConfig::from_vars(&vars).expect("events/env.json"),
     );
 
+    let vars: HashMap<String, String> = fixture_env("DingTalkFunction").into_iter().collect();
+    let secrets = RawSecrets {
+        token: vars.required("DINGTALK_TOKEN").expect("events/env.json"),
+        aes_key: vars.required("DINGTALK_AES_KEY").expect("events/env.json"),
+        owner_key: vars
+            .required("DINGTALK_OWNER_KEY")
+            .expect("events/env.json"),
+    };
+    let crypto = crypto_from(secrets, Origin::Variables)
+        .expect("events/env.json has valid DingTalk secrets");
+    let dingtalk = DingTalkHandler::new(store.clone(), SystemClock, crypto, EdgeConfig::default());
+
     let mut names: Vec<String> = std::fs::read_dir(repo_root().join("events"))
         .expect("events/ exists")
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
@@ -40,8 +54,11 @@ async fn main() -> ExitCode {
     for name in &names {
         let request = fixture_request(name);
         let line = format!("{} {}", request.method(), request.uri().path());
-        let response = if request.uri().path().starts_with("/stacks") {
+        let path = request.uri().path().to_owned();
+        let response = if path.starts_with("/stacks") {
             stack_hook.handle(request).await
+        } else if path == "/dingtalk" {
+            dingtalk.handle(request).await
         } else {
             println!("{name}: no function serves {line} yet");
             failures += 1;
@@ -57,23 +74,26 @@ async fn main() -> ExitCode {
         println!("{name}\n  {line} -> {} {body}", response.status().as_u16());
     }
 
-    let history = store
-        .events_about(
-            Source::Stack,
-            "test-notification-url",
-            &PageRequest::first(10),
-        )
-        .await
-        .expect("read back from moto");
-    println!("\nstored events about stack test-notification-url, newest first:");
-    for event in &history.events {
-        println!(
-            "  {} {} {} {}",
-            event.received_at, event.source, event.event_type, event.event_id
-        );
-    }
-    if history.events.is_empty() {
-        failures += 1;
+    // What the samples should have left in the table: (source, subject, events).
+    let expected = [
+        (Source::Stack, "test-notification-url", 2),
+        (Source::Dingtalk, hub_tests::fixtures::APPROVAL_ID, 2),
+        (Source::Dingtalk, "user:manager7140", 1),
+    ];
+    for (source, subject, count) in expected {
+        let history = store
+            .events_about(source, subject, &PageRequest::first(10))
+            .await
+            .expect("read back from moto");
+        println!("\nstored {source} events about {subject}, newest first:");
+        for event in &history.events {
+            let at = hub_core::event::format_time(event.event_time());
+            println!("  {at} {} {}", event.event_type, event.event_id);
+        }
+        if history.events.len() != count {
+            println!("  expected {count}, found {}", history.events.len());
+            failures += 1;
+        }
     }
     if failures == 0 {
         println!("\ndemo: every sample accepted and stored");

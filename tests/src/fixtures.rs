@@ -1,0 +1,302 @@
+//! The sample requests in `events/`, generated: signed samples are signed here with the test
+//! secrets of `events/env.json`, so changing a test key regenerates them
+//! (`cargo run -p hub-tests --bin gen-events`). A test keeps the files in step with this code.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use dingtalk_callback::DingTalkCrypto;
+use hub_core::config::Secret;
+use serde_json::{json, Map, Value};
+
+pub const STACK_HOOK_TOKEN: &str = "local-stack-hook-token-0001";
+pub const DINGTALK_TOKEN: &str = "callback-hub-local-token";
+pub const DINGTALK_AES_KEY: &str = "n2ZHgYiqEvUqpZaHOAUZHJc8fJ7xH0fNTs4Mfr62yZU";
+pub const DINGTALK_OWNER_KEY: &str = "dingcallbackhublocal";
+
+/// An API Gateway HTTP API (payload format 2.0) request.
+struct ApiRequest<'a> {
+    method: &'a str,
+    path: &'a str,
+    route: &'a str,
+    query: Vec<(&'a str, String)>,
+    headers: Vec<(&'a str, String)>,
+    path_parameters: Vec<(&'a str, &'a str)>,
+    body: Option<String>,
+    base64: bool,
+    request_id: &'a str,
+}
+
+impl<'a> ApiRequest<'a> {
+    fn new(method: &'a str, path: &'a str, route: &'a str, request_id: &'a str) -> Self {
+        ApiRequest {
+            method,
+            path,
+            route,
+            query: Vec::new(),
+            headers: Vec::new(),
+            path_parameters: Vec::new(),
+            body: None,
+            base64: false,
+            request_id,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut headers = Map::new();
+        headers.insert(
+            "host".into(),
+            "abc123.execute-api.us-east-1.amazonaws.com".into(),
+        );
+        headers.insert("x-forwarded-proto".into(), "https".into());
+        headers.insert("x-forwarded-for".into(), "203.0.113.10".into());
+        for (name, value) in &self.headers {
+            headers.insert((*name).into(), value.clone().into());
+        }
+        let user_agent = headers
+            .get("user-agent")
+            .cloned()
+            .unwrap_or_else(|| "".into());
+        let raw_query = self
+            .query
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut event = json!({
+            "version": "2.0",
+            "routeKey": self.route,
+            "rawPath": self.path,
+            "rawQueryString": raw_query,
+            "headers": headers,
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "abc123",
+                "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+                "domainPrefix": "abc123",
+                "http": {"method": self.method, "path": self.path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.10", "userAgent": user_agent},
+                "requestId": self.request_id,
+                "routeKey": self.route,
+                "stage": "$default",
+                "time": "01/Mar/2024:12:00:00 +0000",
+                "timeEpoch": 1709294400000_i64
+            },
+            "isBase64Encoded": self.base64
+        });
+        if !self.query.is_empty() {
+            let query: Map<String, Value> = self
+                .query
+                .iter()
+                .map(|(k, v)| ((*k).into(), v.clone().into()))
+                .collect();
+            event["queryStringParameters"] = Value::Object(query);
+        }
+        if !self.path_parameters.is_empty() {
+            let params: Map<String, Value> = self
+                .path_parameters
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect();
+            event["pathParameters"] = Value::Object(params);
+        }
+        if let Some(body) = &self.body {
+            event["body"] = if self.base64 {
+                STANDARD.encode(body).into()
+            } else {
+                body.clone().into()
+            };
+        }
+        event
+    }
+}
+
+fn ros_body(status: &str, outputs: Value) -> String {
+    json!({"Outputs": outputs, "StackId": "80bd6b6c-e888-4573-ae3b-93d29113a1b2", "StackName": "test-notification-url", "Status": status}).to_string()
+}
+
+fn stack_hook_samples() -> Vec<(String, Value)> {
+    let first_output = json!({"Description": "No description given", "OutputKey": "InstanceId", "OutputValue": "i-bp1a2b3c4d5e6f7g8h9i"});
+    let second_output = json!({"Description": "Public endpoint", "OutputKey": "Endpoint", "OutputValue": "http://198.51.100.7"});
+    let ros_headers = || {
+        vec![
+            ("content-type", "application/json".to_owned()),
+            ("user-agent", "Alibaba Cloud ROS".to_owned()),
+        ]
+    };
+
+    let mut create = ApiRequest::new("POST", "/stacks", "ANY /stacks", "ros-create-0001");
+    create.query.push(("token", STACK_HOOK_TOKEN.into()));
+    create.headers = ros_headers();
+    create.body = Some(ros_body("CREATE_COMPLETE", json!([first_output])));
+
+    // Base64-encoded by API Gateway, with the token in a header instead of the query.
+    let mut update = ApiRequest::new("POST", "/stacks", "ANY /stacks", "ros-update-0001");
+    update.headers = ros_headers();
+    update
+        .headers
+        .push(("x-callback-token", STACK_HOOK_TOKEN.into()));
+    update.body = Some(ros_body(
+        "UPDATE_COMPLETE",
+        json!([first_output, second_output]),
+    ));
+    update.base64 = true;
+
+    let mut status = ApiRequest::new(
+        "GET",
+        "/stacks/test-notification-url",
+        "ANY /stacks/{stack}",
+        "get-status-0001",
+    );
+    status.headers.push(("accept", "application/json".into()));
+    status
+        .path_parameters
+        .push(("stack", "test-notification-url"));
+
+    vec![
+        (
+            "stack-hook-ros-create-complete.json".into(),
+            create.to_json(),
+        ),
+        (
+            "stack-hook-ros-update-complete.json".into(),
+            update.to_json(),
+        ),
+        ("stack-hook-get-status.json".into(), status.to_json()),
+    ]
+}
+
+pub fn dingtalk_crypto() -> DingTalkCrypto {
+    DingTalkCrypto::new(
+        Secret::new(DINGTALK_TOKEN),
+        DINGTALK_AES_KEY,
+        DINGTALK_OWNER_KEY,
+    )
+    .expect("valid test key")
+}
+
+/// A signed, encrypted DingTalk push. `legacy` uses the `signature`/`timestamp` spelling of
+/// 注册回调, else the `msg_signature`/`timeStamp` spelling of 事件订阅. The random prefix is fixed
+/// so that the files are reproducible.
+fn dingtalk_sample(
+    plaintext: &Value,
+    timestamp: &str,
+    nonce: &str,
+    legacy: bool,
+    request_id: &str,
+    prefix: [u8; 16],
+) -> Value {
+    let crypto = dingtalk_crypto();
+    let encrypt = crypto.encrypt_with_prefix(plaintext.to_string().as_bytes(), prefix);
+    let signature = crypto.signature(timestamp, nonce, &encrypt);
+    let mut request = ApiRequest::new("POST", "/dingtalk", "ANY /dingtalk", request_id);
+    let (sig_name, ts_name) = if legacy {
+        ("signature", "timestamp")
+    } else {
+        ("msg_signature", "timeStamp")
+    };
+    request.query = vec![
+        (sig_name, signature),
+        (ts_name, timestamp.into()),
+        ("nonce", nonce.into()),
+    ];
+    request
+        .headers
+        .push(("content-type", "application/json".into()));
+    request.body = Some(json!({"encrypt": encrypt}).to_string());
+    request.to_json()
+}
+
+pub const APPROVAL_ID: &str = "a171de6c-8bf8-4e0d-9e1a-2f4c6d8e0b13";
+
+fn dingtalk_samples() -> Vec<(String, Value)> {
+    let title = "出差 request: Q3 offsite in Hangzhou, three nights ok!!!";
+    vec![
+        (
+            "dingtalk-check-url.json".into(),
+            dingtalk_sample(
+                &json!({"EventType": "check_url"}),
+                "1709294400000",
+                "nEXhMP4r",
+                true,
+                "dt-check-0001",
+                *b"checkurlprefix01",
+            ),
+        ),
+        (
+            "dingtalk-bpms-instance-change.json".into(),
+            dingtalk_sample(
+                &json!({"EventType": "bpms_instance_change", "processInstanceId": APPROVAL_ID, "corpId": DINGTALK_OWNER_KEY,
+                        "createTime": 1709294000000_i64, "finishTime": 1709294400000_i64, "bizCategoryId": "", "title": title,
+                        "type": "finish", "result": "agree", "staffId": "manager7140", "url": "https://aflow.dingtalk.com/dingtalk/mobile/homepage.htm"}),
+                "1709294400123",
+                "Wq3b9ZkT",
+                false,
+                "dt-instance-0001",
+                *b"instanceprefix01",
+            ),
+        ),
+        (
+            "dingtalk-bpms-task-change.json".into(),
+            dingtalk_sample(
+                &json!({"EventType": "bpms_task_change", "processInstanceId": APPROVAL_ID, "corpId": DINGTALK_OWNER_KEY,
+                        "createTime": 1709294000000_i64, "finishTime": 1709294399000_i64, "bizCategoryId": "", "title": title,
+                        "type": "finish", "result": "agree", "staffId": "manager7140", "taskId": 64370213507_i64,
+                        "processCode": "PROC-FF6Y4BE1N2-0V4C7A8Q3M"}),
+                "1709294400077",
+                "Hc5LrP2m",
+                false,
+                "dt-task-0001",
+                *b"taskchangeprefix",
+            ),
+        ),
+        (
+            "dingtalk-user-add-org.json".into(),
+            dingtalk_sample(
+                &json!({"EventType": "user_add_org", "TimeStamp": "1709294400500", "UserId": ["manager7140"], "CorpId": DINGTALK_OWNER_KEY}),
+                "1709294400501",
+                "Yt7aKd0s",
+                true,
+                "dt-user-0001",
+                *b"useraddorgprefix",
+            ),
+        ),
+    ]
+}
+
+/// `events/env.json`: the test secrets, per function logical id, for `sam local invoke -n`.
+fn env_json() -> Value {
+    json!({
+        "StackHookFunction": {
+            "EVENTS_TABLE": "callback-hub-local",
+            "AWS_ENDPOINT_URL": "http://host.docker.internal:5000",
+            "STACK_HOOK_TOKEN": STACK_HOOK_TOKEN
+        },
+        "DingTalkFunction": {
+            "EVENTS_TABLE": "callback-hub-local",
+            "AWS_ENDPOINT_URL": "http://host.docker.internal:5000",
+            "DINGTALK_TOKEN": DINGTALK_TOKEN,
+            "DINGTALK_AES_KEY": DINGTALK_AES_KEY,
+            "DINGTALK_OWNER_KEY": DINGTALK_OWNER_KEY
+        }
+    })
+}
+
+/// Every file of `events/`, by name, as it should be on disk.
+pub fn all() -> Vec<(String, String)> {
+    let mut files: Vec<(String, Value)> = stack_hook_samples();
+    files.extend(dingtalk_samples());
+    files.push(("env.json".into(), env_json()));
+    files
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                name,
+                serde_json::to_string_pretty(&value).expect("JSON") + "\n",
+            )
+        })
+        .collect()
+}
