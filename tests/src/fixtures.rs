@@ -6,7 +6,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dingtalk_callback::DingTalkCrypto;
 use hub_core::config::Secret;
+use hub_core::sns::{string_to_sign, SnsKind, SnsMessage};
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::{Pkcs1v15Sign, RsaPrivateKey};
 use serde_json::{json, Map, Value};
+use sha2::Digest;
 
 pub const STACK_HOOK_TOKEN: &str = "local-stack-hook-token-0001";
 pub const DINGTALK_TOKEN: &str = "callback-hub-local-token";
@@ -267,13 +271,198 @@ fn dingtalk_samples() -> Vec<(String, Value)> {
     ]
 }
 
+/// The pinned URL of the test SNS certificate: an SNS host, so it passes the URL check, but
+/// served only from `events/pinned-certs.json`, never fetched.
+pub const SNS_TEST_CERT_URL: &str =
+    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-callbackhubtest.pem";
+pub const STACK_EVENTS_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:callback-hub-stack-events";
+pub const CFN_STACK_ID: &str =
+    "arn:aws:cloudformation:us-east-1:123456789012:stack/orders-api/5e2a4f10-d7a9-11ee-9c3f-0a1b2c3d4e5f";
+
+fn read_repo_file(path: &str) -> String {
+    let full = crate::repo_root().join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("reading {}: {e}", full.display()))
+}
+
+pub fn sns_signing_key() -> RsaPrivateKey {
+    RsaPrivateKey::from_pkcs8_pem(&read_repo_file("events/keys/sns-test-key.pem"))
+        .expect("PKCS#8 PEM test key")
+}
+
+/// A signed SNS envelope (SignatureVersion 2, SHA-256; PKCS#1 v1.5 is deterministic).
+pub fn signed_sns(
+    kind: SnsKind,
+    topic: &str,
+    message_id: &str,
+    message: &str,
+    subject: Option<&str>,
+    timestamp: &str,
+) -> Value {
+    let subscribe_url = (kind != SnsKind::Notification).then(|| {
+        format!("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={topic}&Token=2336412f37fb687f5d51e6e2425c464de12884")
+    });
+    let mut unsigned = SnsMessage {
+        kind,
+        message_id: message_id.into(),
+        topic_arn: topic.into(),
+        message: message.into(),
+        timestamp: timestamp.into(),
+        subject: subject.map(str::to_owned),
+        signature_version: "2".into(),
+        signature: String::new(),
+        signing_cert_url: SNS_TEST_CERT_URL.into(),
+        token: subscribe_url
+            .as_ref()
+            .map(|_| "2336412f37fb687f5d51e6e2425c464de12884".to_owned()),
+        subscribe_url,
+    };
+    let digest = sha2::Sha256::digest(string_to_sign(&unsigned).as_bytes());
+    let signature = sns_signing_key()
+        .sign(Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)
+        .expect("RSA signing");
+    unsigned.signature = STANDARD.encode(signature);
+    sns_envelope(&unsigned)
+}
+
+/// The HTTPS-subscription JSON of a message.
+pub fn sns_envelope(m: &SnsMessage) -> Value {
+    let mut object = json!({
+        "Type": m.kind.as_str(),
+        "MessageId": m.message_id,
+        "TopicArn": m.topic_arn,
+        "Message": m.message,
+        "Timestamp": m.timestamp,
+        "SignatureVersion": m.signature_version,
+        "Signature": m.signature,
+        "SigningCertURL": m.signing_cert_url,
+    });
+    if let Some(subject) = &m.subject {
+        object["Subject"] = subject.clone().into();
+    }
+    if let (Some(url), Some(token)) = (&m.subscribe_url, &m.token) {
+        object["SubscribeURL"] = url.clone().into();
+        object["Token"] = token.clone().into();
+    } else {
+        object["UnsubscribeURL"] = format!(
+            "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={}:0b3bd6a0",
+            m.topic_arn
+        )
+        .into();
+    }
+    object
+}
+
+/// A CloudFormation stack event message, in the `Key='Value'` lines SNS carries.
+pub fn cfn_message(
+    event_id: &str,
+    logical_id: &str,
+    resource_type: &str,
+    status: &str,
+    timestamp: &str,
+    properties: Option<&str>,
+) -> String {
+    let physical = if resource_type == "AWS::CloudFormation::Stack" {
+        CFN_STACK_ID.to_owned()
+    } else {
+        format!("{logical_id}-physical")
+    };
+    format!(
+        "StackId='{CFN_STACK_ID}'\nTimestamp='{timestamp}'\nEventId='{event_id}'\nLogicalResourceId='{logical_id}'\nNamespace='123456789012'\nPhysicalResourceId='{physical}'\nPrincipalId='AIDAEXAMPLE'\nResourceProperties='{}'\nResourceStatus='{status}'\nResourceStatusReason=''\nResourceType='{resource_type}'\nStackName='orders-api'\nClientRequestToken='null'\n",
+        properties.unwrap_or("null")
+    )
+}
+
+/// An SNS notification from the stack events topic, as a request to `POST /stacks`.
+pub fn stack_event_request(message_id: &str, cfn: &str, request_id: &str) -> Value {
+    let envelope = signed_sns(
+        SnsKind::Notification,
+        STACK_EVENTS_TOPIC,
+        message_id,
+        cfn,
+        Some("AWS CloudFormation Notification"),
+        "2024-03-01T12:05:00.000Z",
+    );
+    sns_request(&envelope, request_id)
+}
+
+pub fn sns_request(envelope: &Value, request_id: &str) -> Value {
+    let mut request = ApiRequest::new("POST", "/stacks", "ANY /stacks", request_id);
+    let kind = envelope["Type"].as_str().unwrap_or_default().to_owned();
+    request.headers = vec![
+        ("content-type", "text/plain; charset=UTF-8".into()),
+        (
+            "user-agent",
+            "Amazon Simple Notification Service Agent".into(),
+        ),
+        ("x-amz-sns-message-type", kind),
+        (
+            "x-amz-sns-message-id",
+            envelope["MessageId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        (
+            "x-amz-sns-topic-arn",
+            envelope["TopicArn"].as_str().unwrap_or_default().to_owned(),
+        ),
+    ];
+    request.body = Some(envelope.to_string());
+    request.to_json()
+}
+
+fn cfn_samples() -> Vec<(String, Value)> {
+    let stack = cfn_message(
+        "5e2a4f10-d7aa-11ee-9c3f-0a1b2c3d4e5f",
+        "orders-api",
+        "AWS::CloudFormation::Stack",
+        "CREATE_COMPLETE",
+        "2024-03-01T12:05:00.000Z",
+        None,
+    );
+    let properties = r#"{"BucketName":"orders-api-artifacts","Tags":[{"Key":"owner","Value":"team 'payments'"}]}"#;
+    let resource = cfn_message(
+        "ArtifactsBucket-CREATE_COMPLETE-2024-03-01T12:04:30.000Z",
+        "ArtifactsBucket",
+        "AWS::S3::Bucket",
+        "CREATE_COMPLETE",
+        "2024-03-01T12:04:30.000Z",
+        Some(properties),
+    );
+    vec![
+        (
+            "stack-hook-sns-stack-event.json".into(),
+            stack_event_request(
+                "9c1f7a2e-0d4b-5c6e-8f9a-1b2c3d4e5f60",
+                &stack,
+                "sns-stack-0001",
+            ),
+        ),
+        (
+            "stack-hook-sns-resource-event.json".into(),
+            stack_event_request(
+                "7d3e9b4c-1a2f-5e6d-9c8b-0a1b2c3d4e5f",
+                &resource,
+                "sns-resource-0001",
+            ),
+        ),
+    ]
+}
+
+/// `events/pinned-certs.json`: the test certificate by its pinned URL (`PINNED_CERTS_FILE`).
+fn pinned_certs() -> Value {
+    json!({ SNS_TEST_CERT_URL: read_repo_file("events/keys/sns-test-cert.pem") })
+}
+
 /// `events/env.json`: the test secrets, per function logical id, for `sam local invoke -n`.
 fn env_json() -> Value {
     json!({
         "StackHookFunction": {
             "EVENTS_TABLE": "callback-hub-local",
             "AWS_ENDPOINT_URL": "http://host.docker.internal:5000",
-            "STACK_HOOK_TOKEN": STACK_HOOK_TOKEN
+            "STACK_HOOK_TOKEN": STACK_HOOK_TOKEN,
+            "SNS_TOPIC_ARNS": STACK_EVENTS_TOPIC,
+            "PINNED_CERTS_FILE": "events/pinned-certs.json"
         },
         "DingTalkFunction": {
             "EVENTS_TABLE": "callback-hub-local",
@@ -288,8 +477,10 @@ fn env_json() -> Value {
 /// Every file of `events/`, by name, as it should be on disk.
 pub fn all() -> Vec<(String, String)> {
     let mut files: Vec<(String, Value)> = stack_hook_samples();
+    files.extend(cfn_samples());
     files.extend(dingtalk_samples());
     files.push(("env.json".into(), env_json()));
+    files.push(("pinned-certs.json".into(), pinned_certs()));
     files
         .into_iter()
         .map(|(name, value)| {

@@ -42,6 +42,36 @@ pub fn fixture_env(function: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The variables of `events/env.json` for one function, with `PINNED_CERTS_FILE` made absolute
+/// (it is relative to the repository root there).
+pub fn fixture_vars(function: &str) -> std::collections::HashMap<String, String> {
+    fixture_env(function)
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "PINNED_CERTS_FILE" {
+                let path = repo_root().join(&v).to_string_lossy().into_owned();
+                (k, path)
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
+}
+
+/// An SNS verifier configured like a function (`SNS_TOPIC_ARNS`, `PINNED_CERTS_FILE`) but with
+/// an injected fetcher, so no test reaches the internet.
+pub fn sns_verifier<F: hub_core::certs::Fetcher>(
+    vars: &std::collections::HashMap<String, String>,
+    fetcher: F,
+) -> hub_core::sns::SnsVerifier<F> {
+    use hub_core::config::Vars;
+    let pinned = hub_core::certs::pinned_from_vars(vars).expect("pinned certificates load");
+    hub_core::sns::SnsVerifier::new(
+        hub_core::certs::CertificateCache::new(fetcher, pinned),
+        vars.list("SNS_TOPIC_ARNS"),
+    )
+}
+
 /// A unique name, so tests sharing one moto server never share a table.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

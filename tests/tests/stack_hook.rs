@@ -2,11 +2,12 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeZone, Utc};
+use hub_core::certs::testing::FakeFetcher;
 use hub_core::clock::{FixedClock, SystemClock};
 use hub_core::store::DynamoStore;
 use hub_tests::moto::sdk_config_for;
 use hub_tests::template::create_events_table;
-use hub_tests::{fixture_env, fixture_request, unique_name, Moto};
+use hub_tests::{fixture_request, fixture_vars, sns_verifier, unique_name, Moto};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 use stack_hook::{StackHook, StackHookConfig};
@@ -14,8 +15,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 fn config() -> StackHookConfig {
-    let vars: HashMap<String, String> = fixture_env("StackHookFunction").into_iter().collect();
-    StackHookConfig::from_vars(&vars).expect("events/env.json configures stack-hook")
+    StackHookConfig::from_vars(&fixture_vars("StackHookFunction"))
+        .expect("events/env.json configures stack-hook")
+}
+
+type Hook<C> = StackHook<DynamoStore, C, FakeFetcher>;
+
+fn hook<C: hub_core::clock::Clock>(store: DynamoStore, clock: C) -> Hook<C> {
+    let sns = sns_verifier(&fixture_vars("StackHookFunction"), FakeFetcher::new());
+    StackHook::new(store, clock, config(), sns)
 }
 
 async fn store() -> DynamoStore {
@@ -63,7 +71,7 @@ fn with_body(mut request: Request, body: Vec<u8>) -> Request {
 #[tokio::test]
 async fn ros_webhook_is_stored_with_the_interface_attributes() {
     let store = store().await;
-    let hook = StackHook::new(store.clone(), SystemClock, config());
+    let hook = hook(store.clone(), SystemClock);
     let response = hook
         .handle(fixture_request("stack-hook-ros-create-complete.json"))
         .await;
@@ -87,7 +95,7 @@ async fn ros_webhook_is_stored_with_the_interface_attributes() {
 #[tokio::test]
 async fn twenty_concurrent_deliveries_are_one_item() {
     let store = store().await;
-    let hook = Arc::new(StackHook::new(store.clone(), SystemClock, config()));
+    let hook = Arc::new(hook(store.clone(), SystemClock));
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let hook = hook.clone();
@@ -114,7 +122,7 @@ async fn twenty_concurrent_deliveries_are_one_item() {
 #[tokio::test]
 async fn refused_requests_store_nothing() {
     let store = store().await;
-    let hook = StackHook::new(store.clone(), SystemClock, config());
+    let hook = hook(store.clone(), SystemClock);
     let fixture = || fixture_request("stack-hook-ros-create-complete.json");
 
     let missing_token = hook.handle(with_uri(fixture(), "/stacks")).await;
@@ -158,11 +166,7 @@ async fn an_unreachable_store_answers_503_never_200() {
     };
     let client =
         aws_sdk_dynamodb::Client::new(&sdk_config_for(&format!("http://127.0.0.1:{port}")).await);
-    let hook = StackHook::new(
-        DynamoStore::new(client, "unreachable"),
-        SystemClock,
-        config(),
-    );
+    let hook = hook(DynamoStore::new(client, "unreachable"), SystemClock);
     for fixture in [
         "stack-hook-ros-create-complete.json",
         "stack-hook-ros-update-complete.json",
@@ -181,7 +185,7 @@ async fn status_follows_the_newest_notification() {
     let clock = Arc::new(FixedClock::at(
         Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap(),
     ));
-    let hook = StackHook::new(store.clone(), clock.clone(), config());
+    let hook = hook(store.clone(), clock.clone());
 
     assert_eq!(
         hook.handle(fixture_request("stack-hook-get-status.json"))

@@ -2,10 +2,12 @@
 
 pub mod auth;
 pub mod aws;
+pub mod certs;
 pub mod clock;
 pub mod config;
 pub mod event;
 pub mod http;
+pub mod sns;
 pub mod store;
 pub mod telemetry;
 

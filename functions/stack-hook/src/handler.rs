@@ -1,12 +1,17 @@
 //! `POST /stacks` (stack hooks in) and `GET /stacks/{stack}` (latest status out).
 
+use crate::cfn::{self, CfnError};
 use crate::ros::{self, RosError};
 use crate::StackHookConfig;
 use http::{Method, StatusCode};
 use hub_core::auth::require_callback_token;
+use hub_core::certs::Fetcher;
 use hub_core::clock::Clock;
 use hub_core::event::{format_time, Event, Source};
-use hub_core::http::{json_response, query_param, raw_body, require_method, respond, ApiError};
+use hub_core::http::{
+    header_str, json_response, query_param, raw_body, require_method, respond, ApiError,
+};
+use hub_core::sns::{looks_like_sns, Received, SnsVerifier};
 use hub_core::store::{
     EventLookup, EventWriter, LatestState, PageRequest, PutOutcome, SubjectHistory,
 };
@@ -48,18 +53,20 @@ fn route(request: &Request) -> Route {
     }
 }
 
-pub struct StackHook<S, C> {
+pub struct StackHook<S, C, F> {
     store: S,
     clock: C,
     config: StackHookConfig,
+    sns: SnsVerifier<F>,
 }
 
-impl<S: StackStore, C: Clock> StackHook<S, C> {
-    pub fn new(store: S, clock: C, config: StackHookConfig) -> Self {
+impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
+    pub fn new(store: S, clock: C, config: StackHookConfig, sns: SnsVerifier<F>) -> Self {
         StackHook {
             store,
             clock,
             config,
+            sns,
         }
     }
 
@@ -80,9 +87,68 @@ impl<S: StackStore, C: Clock> StackHook<S, C> {
         respond(result)
     }
 
+    /// ROS webhooks, or SNS envelopes carrying CloudFormation stack events.
     async fn receive(&self, request: &Request) -> Result<Response<Body>, ApiError> {
-        require_callback_token(request, &self.config.token)?;
         let body = raw_body(request, self.config.edge.max_body_bytes)?;
+        let object = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(object)) => Some(object),
+            _ => None,
+        };
+        let sns_type = header_str(request, "x-amz-sns-message-type");
+        match object {
+            Some(envelope) if looks_like_sns(sns_type, &envelope) => {
+                self.receive_sns(&envelope).await
+            }
+            _ if sns_type.is_some() => Err(ApiError::forbidden("not a verifiable SNS message")),
+            _ => self.receive_ros(request, body).await,
+        }
+    }
+
+    /// The signature and the topic allow-list authenticate SNS; no token is involved.
+    async fn receive_sns(
+        &self,
+        envelope: &serde_json::Map<String, Value>,
+    ) -> Result<Response<Body>, ApiError> {
+        let message = match self.sns.receive(envelope).await? {
+            Received::Handshake => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"status": "confirmed"}),
+                ));
+            }
+            Received::Notification(message) => message,
+        };
+        let bad = |e: CfnError| ApiError::bad_request(e.to_string());
+        let event = cfn::parse(&message.message).map_err(bad)?;
+        let mut stored = Event::new(
+            Source::Stack,
+            event.event_id().map_err(bad)?,
+            event.resource_status().map_err(bad)?,
+            event.stack_name().map_err(bad)?,
+            event.to_json().to_string(),
+            self.clock.now(),
+        )
+        .occurred_at(Some(event.timestamp().map_err(bad)?))
+        .alias(event.get("StackId").map(str::to_owned))
+        .retained_for_days(self.config.edge.event_ttl_days);
+        if !event.is_stack_level() {
+            stored = stored.history_only();
+        }
+        let outcome = self.store.put_event(&stored).await?;
+        Ok(accepted(outcome, &stored.event_id, &stored.subject))
+    }
+
+    async fn receive_ros(
+        &self,
+        request: &Request,
+        body: &[u8],
+    ) -> Result<Response<Body>, ApiError> {
+        let Some(token) = &self.config.token else {
+            return Err(ApiError::forbidden(
+                "ROS webhooks are not enabled (no STACK_HOOK_TOKEN)",
+            ));
+        };
+        require_callback_token(request, token)?;
         let notification =
             ros::parse(body).map_err(|e: RosError| ApiError::bad_request(e.to_string()))?;
         let received_at = self.clock.now();
@@ -224,6 +290,8 @@ fn history_entry(event: &Event) -> Value {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
+    use hub_core::certs::testing::FakeFetcher;
+    use hub_core::certs::CertificateCache;
     use hub_core::clock::FixedClock;
     use hub_core::config::{EdgeConfig, Secret};
     use hub_core::store::memory::MemoryStore;
@@ -231,7 +299,7 @@ mod tests {
 
     const TOKEN: &str = "unit-test-token";
 
-    type TestHook = StackHook<Arc<MemoryStore>, Arc<FixedClock>>;
+    type TestHook = StackHook<Arc<MemoryStore>, Arc<FixedClock>, FakeFetcher>;
 
     fn hook() -> (TestHook, Arc<MemoryStore>, Arc<FixedClock>) {
         let store = Arc::new(MemoryStore::new());
@@ -239,15 +307,19 @@ mod tests {
             Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap(),
         ));
         let config = StackHookConfig {
-            token: Secret::new(TOKEN),
+            token: Some(Secret::new(TOKEN)),
             edge: EdgeConfig {
                 max_body_bytes: 4096,
                 event_ttl_days: None,
             },
             dedup_window_secs: 600,
         };
+        let sns = SnsVerifier::new(
+            CertificateCache::new(FakeFetcher::new(), Default::default()),
+            Vec::new(),
+        );
         (
-            StackHook::new(store.clone(), clock.clone(), config),
+            StackHook::new(store.clone(), clock.clone(), config, sns),
             store,
             clock,
         )

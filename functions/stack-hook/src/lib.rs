@@ -1,6 +1,7 @@
 //! stack-hook: stack completion hooks in (`POST /stacks`), the latest status out
 //! (`GET /stacks/{stack}`), so that nobody has to poll the cloud API.
 
+pub mod cfn;
 pub mod handler;
 pub mod ros;
 
@@ -10,8 +11,9 @@ use hub_core::config::{ConfigError, EdgeConfig, Secret, Vars};
 
 #[derive(Debug, Clone)]
 pub struct StackHookConfig {
-    /// `STACK_HOOK_TOKEN`: the shared secret ROS webhooks carry.
-    pub token: Secret,
+    /// `STACK_HOOK_TOKEN`: the shared secret ROS webhooks carry. Unset, ROS webhooks are refused
+    /// (403) and only SNS messages from `SNS_TOPIC_ARNS` are accepted.
+    pub token: Option<Secret>,
     pub edge: EdgeConfig,
     /// `ROS_DEDUP_WINDOW_SECS` (default 600): how long retries of one ROS notification collapse.
     pub dedup_window_secs: u64,
@@ -29,8 +31,16 @@ impl StackHookConfig {
                 reason: "must be positive".into(),
             });
         }
+        let token = vars.get("STACK_HOOK_TOKEN").map(Secret::new);
+        if token.is_none() && vars.list("SNS_TOPIC_ARNS").is_empty() {
+            // Neither sender could be authenticated: refuse to start rather than accept nothing.
+            return Err(ConfigError::MissingOneOf(
+                "STACK_HOOK_TOKEN",
+                "SNS_TOPIC_ARNS",
+            ));
+        }
         Ok(StackHookConfig {
-            token: Secret::new(vars.required("STACK_HOOK_TOKEN")?),
+            token,
             edge: EdgeConfig::from_vars(vars)?,
             dedup_window_secs,
         })
@@ -42,9 +52,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_is_required() {
+    fn a_token_or_a_topic_is_required() {
         let err = StackHookConfig::from_vars(&[("EVENTS_TABLE", "t")]).unwrap_err();
-        assert_eq!(err, ConfigError::Missing("STACK_HOOK_TOKEN"));
+        assert_eq!(
+            err,
+            ConfigError::MissingOneOf("STACK_HOOK_TOKEN", "SNS_TOPIC_ARNS")
+        );
+        assert!(err.to_string().contains("STACK_HOOK_TOKEN"));
+        let sns_only =
+            StackHookConfig::from_vars(&[("SNS_TOPIC_ARNS", "arn:aws:sns:us-east-1:1:t")]).unwrap();
+        assert!(sns_only.token.is_none());
         let config = StackHookConfig::from_vars(&[("STACK_HOOK_TOKEN", "x")]).unwrap();
         assert_eq!(config.dedup_window_secs, 600);
         assert!(StackHookConfig::from_vars(&[

@@ -10,9 +10,10 @@ async fn main() -> Result<(), Error> {
     telemetry::init();
     let table = events_table(&ProcessEnv).map_err(fail_start)?;
     let config = StackHookConfig::from_vars(&ProcessEnv).map_err(fail_start)?;
+    let sns = hub_core::sns::verifier_from_vars(&ProcessEnv).map_err(fail_start)?;
     let store = aws::dynamo_store(&aws::sdk_config().await, table);
     store.warm_up().await;
-    let hook = Arc::new(StackHook::new(store, SystemClock, config));
+    let hook = Arc::new(StackHook::new(store, SystemClock, config, sns));
     run(service_fn(move |request: Request| {
         let hook = hook.clone();
         async move { Ok::<_, Error>(hook.handle(request).await) }

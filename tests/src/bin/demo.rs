@@ -8,7 +8,7 @@ use hub_core::config::{EdgeConfig, Vars};
 use hub_core::event::Source;
 use hub_core::store::{DynamoStore, PageRequest, SubjectHistory};
 use hub_tests::template::create_events_table;
-use hub_tests::{fixture_env, fixture_request, repo_root, Moto};
+use hub_tests::{fixture_env, fixture_request, fixture_vars, repo_root, Moto};
 use lambda_http::Body;
 use stack_hook::{StackHook, StackHookConfig};
 use std::collections::HashMap;
@@ -23,11 +23,12 @@ async fn main() -> ExitCode {
     let store = DynamoStore::new(client, table);
     println!("moto server at {}, table {table}\n", moto.endpoint());
 
-    let vars: HashMap<String, String> = fixture_env("StackHookFunction").into_iter().collect();
+    let vars = fixture_vars("StackHookFunction");
     let stack_hook = StackHook::new(
         store.clone(),
         SystemClock,
         StackHookConfig::from_vars(&vars).expect("events/env.json"),
+        hub_core::sns::verifier_from_vars(&vars).expect("events/env.json"),
     );
 
     let vars: HashMap<String, String> = fixture_env("DingTalkFunction").into_iter().collect();
@@ -77,6 +78,7 @@ async fn main() -> ExitCode {
     // What the samples should have left in the table: (source, subject, events).
     let expected = [
         (Source::Stack, "test-notification-url", 2),
+        (Source::Stack, "orders-api", 2),
         (Source::Dingtalk, hub_tests::fixtures::APPROVAL_ID, 2),
         (Source::Dingtalk, "user:manager7140", 1),
     ];

@@ -1,0 +1,279 @@
+//! stack-hook with AWS CloudFormation stack events via SNS, against DynamoDB on moto.
+//! Envelopes are signed with the test key whose certificate `events/pinned-certs.json` pins.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use hub_core::certs::testing::FakeFetcher;
+use hub_core::clock::SystemClock;
+use hub_core::sns::SnsKind;
+use hub_core::store::DynamoStore;
+use hub_tests::fixtures::{
+    cfn_message, signed_sns, sns_request, stack_event_request, CFN_STACK_ID, STACK_EVENTS_TOPIC,
+};
+use hub_tests::template::create_events_table;
+use hub_tests::{fixture_request, fixture_vars, sns_verifier, unique_name, Moto};
+use lambda_http::{Body, Request, Response};
+use serde_json::Value;
+use stack_hook::{StackHook, StackHookConfig};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Hook = StackHook<DynamoStore, SystemClock, Arc<FakeFetcher>>;
+
+async fn setup() -> (Hook, DynamoStore, Arc<FakeFetcher>) {
+    let client = Moto::shared().dynamodb().await;
+    let table = unique_name("stack-sns");
+    create_events_table(&client, &table).await;
+    let store = DynamoStore::new(client, table);
+    let vars = fixture_vars("StackHookFunction");
+    let fetcher = Arc::new(FakeFetcher::new());
+    let sns = sns_verifier(&vars, fetcher.clone());
+    let hook = StackHook::new(
+        store.clone(),
+        SystemClock,
+        StackHookConfig::from_vars(&vars).unwrap(),
+        sns,
+    );
+    (hook, store, fetcher)
+}
+
+fn request(json: &Value) -> Request {
+    lambda_http::request::from_str(&json.to_string()).expect("an API Gateway request")
+}
+
+fn get(path: &str) -> Request {
+    let mut request = fixture_request("stack-hook-get-status.json");
+    *request.uri_mut() = path.parse().unwrap();
+    use lambda_http::RequestExt;
+    request.with_path_parameters(HashMap::<String, String>::new())
+}
+
+fn body_json(response: &Response<Body>) -> Value {
+    match response.body() {
+        Body::Text(text) => serde_json::from_str(text).expect("JSON body"),
+        other => panic!("expected a text body, got {other:?}"),
+    }
+}
+
+async fn count(store: &DynamoStore) -> usize {
+    store
+        .client()
+        .scan()
+        .table_name(store.table())
+        .send()
+        .await
+        .unwrap()
+        .count() as usize
+}
+
+fn stack_event(n: u32, status: &str, at: &str) -> Value {
+    let cfn = cfn_message(
+        &format!("stack-evt-{n}"),
+        "orders-api",
+        "AWS::CloudFormation::Stack",
+        status,
+        at,
+        None,
+    );
+    stack_event_request(&format!("msg-stack-{n}"), &cfn, "r")
+}
+
+fn resource_event(logical: &str, status: &str, at: &str) -> Value {
+    let cfn = cfn_message(
+        &format!("{logical}-{status}-{at}"),
+        logical,
+        "AWS::S3::Bucket",
+        status,
+        at,
+        Some(r#"{"BucketName":"b"}"#),
+    );
+    stack_event_request(&format!("msg-{logical}-{status}"), &cfn, "r")
+}
+
+#[tokio::test]
+async fn a_stack_creation_ends_terminal_and_resources_never_set_the_status() {
+    let (hook, store, _) = setup().await;
+    let sequence = [
+        stack_event(1, "CREATE_IN_PROGRESS", "2024-03-01T12:00:00.000Z"),
+        resource_event("Bucket", "CREATE_IN_PROGRESS", "2024-03-01T12:00:05.000Z"),
+        resource_event("Bucket", "CREATE_COMPLETE", "2024-03-01T12:00:30.000Z"),
+        resource_event("Queue", "CREATE_FAILED", "2024-03-01T12:00:31.000Z"),
+    ];
+    for event in &sequence {
+        let response = hook.handle(request(event)).await;
+        assert_eq!(response.status(), 200, "{}", body_json(&response));
+    }
+    // A resource failed after the stack started: the stack is still in progress.
+    let status = body_json(&hook.handle(get("/stacks/orders-api")).await);
+    assert_eq!(status["status"], "CREATE_IN_PROGRESS");
+    assert_eq!(status["terminal"], false);
+
+    hook.handle(request(&stack_event(
+        2,
+        "CREATE_COMPLETE",
+        "2024-03-01T12:01:00.000Z",
+    )))
+    .await;
+    // A late resource event (newer timestamp) changes nothing either.
+    hook.handle(request(&resource_event(
+        "Cleanup",
+        "DELETE_COMPLETE",
+        "2024-03-01T12:02:00.000Z",
+    )))
+    .await;
+
+    let response = hook.handle(get("/stacks/orders-api")).await;
+    assert_eq!(response.status(), 200);
+    let status = body_json(&response);
+    assert_eq!(status["status"], "CREATE_COMPLETE");
+    assert_eq!(status["terminal"], true);
+    assert_eq!(status["stack_id"], CFN_STACK_ID);
+    assert_eq!(status["updated_at"], "2024-03-01T12:01:00.000Z");
+
+    // By stack id (the ARN, URL-encoded as a path segment).
+    let encoded = CFN_STACK_ID.replace('/', "%2F").replace(':', "%3A");
+    let by_id = body_json(&hook.handle(get(&format!("/stacks/{encoded}"))).await);
+    assert_eq!(by_id, status);
+
+    let history = body_json(
+        &hook
+            .handle(get("/stacks/orders-api?history=true&limit=3"))
+            .await,
+    );
+    let types: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["DELETE_COMPLETE", "CREATE_COMPLETE", "CREATE_FAILED"]
+    );
+    assert_eq!(history["events"][1]["sets_status"], true);
+    assert_eq!(history["events"][2]["sets_status"], false);
+    assert!(history["next"].is_string(), "six events, pages of three");
+    assert_eq!(count(&store).await, 6);
+}
+
+#[tokio::test]
+async fn each_event_id_is_stored_once() {
+    let (hook, store, _) = setup().await;
+    for _ in 0..3 {
+        for name in [
+            "stack-hook-sns-stack-event.json",
+            "stack-hook-sns-resource-event.json",
+        ] {
+            let response = hook.handle(fixture_request(name)).await;
+            assert_eq!(response.status(), 200);
+        }
+    }
+    assert_eq!(count(&store).await, 2);
+    let output = store
+        .client()
+        .scan()
+        .table_name(store.table())
+        .send()
+        .await
+        .unwrap();
+    let resource = output
+        .items()
+        .iter()
+        .find(|i| i["event_id"].as_s().unwrap().starts_with("ArtifactsBucket"))
+        .expect("the resource event");
+    let payload: Value = serde_json::from_str(resource["payload"].as_s().unwrap()).unwrap();
+    let properties: Value =
+        serde_json::from_str(payload["ResourceProperties"].as_str().unwrap()).unwrap();
+    assert_eq!(properties["Tags"][0]["Value"], "team 'payments'");
+    assert_eq!(payload["ClientRequestToken"], Value::Null);
+    assert_eq!(
+        resource["occurred_at"],
+        AttributeValue::S("2024-03-01T12:04:30.000Z".into())
+    );
+    assert!(
+        !resource.contains_key("state_key"),
+        "resource events are history only"
+    );
+}
+
+#[tokio::test]
+async fn subscriptions_are_confirmed_only_for_allowed_topics() {
+    let (hook, store, fetcher) = setup().await;
+    let allowed = signed_sns(
+        SnsKind::SubscriptionConfirmation,
+        STACK_EVENTS_TOPIC,
+        "c-1",
+        "You have chosen to subscribe to the topic.",
+        None,
+        "2024-03-01T12:00:00.000Z",
+    );
+    let subscribe_url = allowed["SubscribeURL"].as_str().unwrap().to_owned();
+    fetcher.respond(&subscribe_url, 200, "<ConfirmSubscriptionResponse/>");
+    let response = hook.handle(request(&sns_request(&allowed, "c"))).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(fetcher.requests(), vec![subscribe_url.clone()]);
+
+    let unlisted = signed_sns(
+        SnsKind::SubscriptionConfirmation,
+        "arn:aws:sns:us-east-1:123456789012:someone-else",
+        "c-2",
+        "subscribe",
+        None,
+        "2024-03-01T12:00:00.000Z",
+    );
+    let response = hook.handle(request(&sns_request(&unlisted, "c"))).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        fetcher.requests().len(),
+        1,
+        "an unlisted topic is never confirmed"
+    );
+
+    // A SubscribeURL that fails: 503 so that SNS retries.
+    let failing = signed_sns(
+        SnsKind::SubscriptionConfirmation,
+        STACK_EVENTS_TOPIC,
+        "c-3",
+        "again",
+        None,
+        "2024-03-01T12:00:01.000Z",
+    );
+    fetcher.respond(failing["SubscribeURL"].as_str().unwrap(), 500, "");
+    // The same URL as before answers 500 now.
+    assert_eq!(
+        hook.handle(request(&sns_request(&failing, "c")))
+            .await
+            .status(),
+        503
+    );
+    assert_eq!(count(&store).await, 0, "handshakes are not events");
+}
+
+#[tokio::test]
+async fn unsigned_tampered_or_malformed_envelopes() {
+    let (hook, store, fetcher) = setup().await;
+    let mut tampered = stack_event(1, "CREATE_COMPLETE", "2024-03-01T12:00:00.000Z");
+    let body = tampered["body"]
+        .as_str()
+        .unwrap()
+        .replace("CREATE_COMPLETE", "DELETE_COMPLETE");
+    tampered["body"] = body.into();
+    assert_eq!(hook.handle(request(&tampered)).await.status(), 403);
+
+    let mut unsigned = stack_event(1, "CREATE_COMPLETE", "2024-03-01T12:00:00.000Z");
+    let mut envelope: Value = serde_json::from_str(unsigned["body"].as_str().unwrap()).unwrap();
+    envelope.as_object_mut().unwrap().remove("Signature");
+    unsigned["body"] = envelope.to_string().into();
+    assert_eq!(hook.handle(request(&unsigned)).await.status(), 403);
+
+    // Signed and allowed, but not a CloudFormation message: authenticated, so 400.
+    let hello = stack_event_request("m-hello", "Hello world", "r");
+    let response = hook.handle(request(&hello)).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(body_json(&response)["error"], "bad_request");
+
+    assert_eq!(count(&store).await, 0);
+    assert!(
+        fetcher.requests().is_empty(),
+        "the pinned certificate is never fetched"
+    );
+}
