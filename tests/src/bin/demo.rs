@@ -46,7 +46,7 @@ async fn main() -> ExitCode {
     let mut names: Vec<String> = std::fs::read_dir(repo_root().join("events"))
         .expect("events/ exists")
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.ends_with(".json") && name != "env.json")
+        .filter(|name| name.ends_with(".json") && name != "env.json" && name != "pinned-certs.json")
         .collect();
     // Notifications before the status queries that read them.
     names.sort_by_key(|name| (name.contains("get-"), name.clone()));
