@@ -449,9 +449,170 @@ fn cfn_samples() -> Vec<(String, Value)> {
     ]
 }
 
-/// `events/pinned-certs.json`: the test certificate by its pinned URL (`PINNED_CERTS_FILE`).
+/// On the default MNS allow-list, so it passes the URL check; pinned, so never fetched.
+pub const MNS_TEST_CERT_URL: &str =
+    "https://mnstest.oss-cn-hangzhou.aliyuncs.com/callback-hub-test-certificate.pem";
+pub const MNS_TOPIC: &str = "orders";
+/// The `Date` of the MNS samples; tests run their clock at this instant.
+pub const MNS_DATE: &str = "Fri, 01 Mar 2024 12:00:00 GMT";
+
+pub fn mns_signing_key() -> RsaPrivateKey {
+    RsaPrivateKey::from_pkcs8_pem(&read_repo_file("events/keys/mns-test-key.pem"))
+        .expect("PKCS#8 PEM test key")
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest as _;
+    hex::encode_upper(md5::Md5::digest(bytes))
+}
+
+/// Signs an MNS push the way MNS does, over the headers given plus the standard ones.
+pub fn signed_mns(
+    path: &str,
+    content_type: &str,
+    body: &str,
+    extra_headers: &[(&'static str, &str)],
+    request_id: &str,
+) -> Value {
+    let cert_url = STANDARD.encode(MNS_TEST_CERT_URL);
+    let mut headers: Vec<(&'static str, String)> = vec![
+        ("content-md5", md5_hex(body.as_bytes())),
+        ("content-type", content_type.into()),
+        ("date", MNS_DATE.into()),
+        ("x-mns-request-id", format!("65E1C2D3{request_id}")),
+        ("x-mns-signing-cert-url", cert_url),
+        ("x-mns-version", "2015-06-06".into()),
+    ];
+    headers.extend(extra_headers.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let map: http::HeaderMap = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            )
+        })
+        .collect();
+    let text = mns_endpoint::signature::string_to_sign("POST", &map, path).expect("a Date header");
+    let digest = sha1::Sha1::digest(text.as_bytes());
+    let signature = mns_signing_key()
+        .sign(Pkcs1v15Sign::new::<sha1::Sha1>(), &digest)
+        .expect("RSA signing");
+    let mut request = ApiRequest::new("POST", path, "ANY /mns", request_id);
+    request.headers = headers;
+    request
+        .headers
+        .push(("authorization", STANDARD.encode(signature)));
+    request
+        .headers
+        .push(("user-agent", "Aliyun Notification Service Agent".into()));
+    request.body = Some(body.into());
+    request.to_json()
+}
+
+pub fn mns_fields(
+    message_id: &str,
+    message: &str,
+    tag: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("TopicOwner", "1321669497458181".to_owned()),
+        ("TopicName", MNS_TOPIC.to_owned()),
+        ("Subscriber", "1321669497458181".to_owned()),
+        ("SubscriptionName", "callback-hub".to_owned()),
+        ("MessageId", message_id.to_owned()),
+        ("Message", message.to_owned()),
+        ("MessageMD5", md5_hex(message.as_bytes())),
+    ];
+    if let Some(tag) = tag {
+        fields.push(("MessageTag", tag.to_owned()));
+    }
+    fields.push(("PublishTime", "1709294399000".to_owned()));
+    fields
+}
+
+pub fn mns_xml_body(fields: &[(&str, String)]) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let children: String = fields
+        .iter()
+        .map(|(k, v)| format!("<{k}>{}</{k}>", escape(v)))
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><Notification xmlns="http://mns.aliyuncs.com/doc/v1/">{children}</Notification>"#
+    )
+}
+
+pub fn mns_json_body(fields: &[(&str, String)]) -> String {
+    let map: Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
+        .collect();
+    Value::Object(map).to_string()
+}
+
+fn mns_samples() -> Vec<(String, Value)> {
+    let order = r#"{"order_id":"A-1001","status":"paid","amount":"42.00"}"#;
+    let xml = mns_xml_body(&mns_fields(
+        "5DA5A9A1D1B1C1D1-1-18E1B2C3D4E-200000001",
+        order,
+        Some("paid"),
+    ));
+    let json = mns_json_body(&mns_fields(
+        "5DA5A9A1D1B1C1D1-1-18E1B2C3D4E-200000002",
+        "库存已更新 <sku 77>",
+        None,
+    ));
+    let simplified_message = "plain text message from MNS";
+    let simplified_headers = [
+        (
+            "x-mns-message-id",
+            "5DA5A9A1D1B1C1D1-1-18E1B2C3D4E-200000003",
+        ),
+        ("x-mns-message-tag", "restock"),
+        ("x-mns-publish-time", "1709294399500"),
+        ("x-mns-subscriber", "1321669497458181"),
+        ("x-mns-subscription-name", "callback-hub"),
+        ("x-mns-topic-name", MNS_TOPIC),
+        ("x-mns-topic-owner", "1321669497458181"),
+    ];
+    vec![
+        (
+            "mns-xml.json".into(),
+            signed_mns("/mns", "text/xml;charset=utf-8", &xml, &[], "mns-xml-0001"),
+        ),
+        (
+            "mns-json.json".into(),
+            signed_mns(
+                "/mns",
+                "application/json;charset=utf-8",
+                &json,
+                &[],
+                "mns-json-0001",
+            ),
+        ),
+        (
+            "mns-simplified.json".into(),
+            signed_mns(
+                "/mns",
+                "text/plain;charset=utf-8",
+                simplified_message,
+                &simplified_headers,
+                "mns-simple-0001",
+            ),
+        ),
+    ]
+}
+
+/// `events/pinned-certs.json`: the test certificates by their pinned URLs (`PINNED_CERTS_FILE`).
 fn pinned_certs() -> Value {
-    json!({ SNS_TEST_CERT_URL: read_repo_file("events/keys/sns-test-cert.pem") })
+    json!({
+        SNS_TEST_CERT_URL: read_repo_file("events/keys/sns-test-cert.pem"),
+        MNS_TEST_CERT_URL: read_repo_file("events/keys/mns-test-cert.pem"),
+    })
 }
 
 /// `events/env.json`: the test secrets, per function logical id, for `sam local invoke -n`.
@@ -470,6 +631,12 @@ fn env_json() -> Value {
             "DINGTALK_TOKEN": DINGTALK_TOKEN,
             "DINGTALK_AES_KEY": DINGTALK_AES_KEY,
             "DINGTALK_OWNER_KEY": DINGTALK_OWNER_KEY
+        },
+        "MnsFunction": {
+            "EVENTS_TABLE": "callback-hub-local",
+            "AWS_ENDPOINT_URL": "http://host.docker.internal:5000",
+            "PINNED_CERTS_FILE": "events/pinned-certs.json",
+            "MNS_MAX_AGE_SECS": "0"
         }
     })
 }
@@ -479,6 +646,7 @@ pub fn all() -> Vec<(String, String)> {
     let mut files: Vec<(String, Value)> = stack_hook_samples();
     files.extend(cfn_samples());
     files.extend(dingtalk_samples());
+    files.extend(mns_samples());
     files.push(("env.json".into(), env_json()));
     files.push(("pinned-certs.json".into(), pinned_certs()));
     files

@@ -43,6 +43,18 @@ async fn main() -> ExitCode {
         .expect("events/env.json has valid DingTalk secrets");
     let dingtalk = DingTalkHandler::new(store.clone(), SystemClock, crypto, EdgeConfig::default());
 
+    let vars = fixture_vars("MnsFunction");
+    let certificates = hub_core::certs::CertificateCache::new(
+        hub_core::certs::HttpsFetcher::new().expect("trust roots"),
+        hub_core::certs::pinned_from_vars(&vars).expect("events/pinned-certs.json"),
+    );
+    let mns = mns_endpoint::MnsHandler::new(
+        store.clone(),
+        SystemClock,
+        certificates,
+        mns_endpoint::MnsConfig::from_vars(&vars).expect("events/env.json"),
+    );
+
     let mut names: Vec<String> = std::fs::read_dir(repo_root().join("events"))
         .expect("events/ exists")
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
@@ -60,6 +72,8 @@ async fn main() -> ExitCode {
             stack_hook.handle(request).await
         } else if path == "/dingtalk" {
             dingtalk.handle(request).await
+        } else if path == "/mns" {
+            mns.handle(request).await
         } else {
             println!("{name}: no function serves {line} yet");
             failures += 1;
@@ -81,6 +95,7 @@ async fn main() -> ExitCode {
         (Source::Stack, "orders-api", 2),
         (Source::Dingtalk, hub_tests::fixtures::APPROVAL_ID, 2),
         (Source::Dingtalk, "user:manager7140", 1),
+        (Source::Mns, "orders", 3),
     ];
     for (source, subject, count) in expected {
         let history = store

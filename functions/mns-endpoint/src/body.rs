@@ -1,0 +1,313 @@
+//! MNS push bodies (protocol notes §4.3): XML `<Notification>`, the same fields as JSON, or
+//! SIMPLIFIED (the raw message, with its metadata in `x-mns-*` headers); and the MD5 checks.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::HeaderMap;
+use md5::{Digest, Md5};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Xml,
+    Json,
+    Simplified,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Xml => "XML",
+            Format::Json => "JSON",
+            Format::Simplified => "SIMPLIFIED",
+        }
+    }
+}
+
+/// One pushed message, whatever the format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub format: Format,
+    pub topic_owner: Option<String>,
+    pub topic_name: String,
+    pub subscriber: Option<String>,
+    pub subscription_name: Option<String>,
+    pub message_id: String,
+    pub message: String,
+    pub message_tag: Option<String>,
+    /// Epoch milliseconds.
+    pub publish_time: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("Content-MD5 does not match the body")]
+    ContentMd5,
+    #[error("a body without Content-MD5")]
+    MissingContentMd5,
+    #[error("MessageMD5 does not match Message")]
+    MessageMd5,
+    #[error("malformed XML notification")]
+    Xml,
+    #[error("malformed JSON notification")]
+    Json,
+    #[error("notification lacks {0}")]
+    Missing(&'static str),
+    #[error("PublishTime is not epoch milliseconds")]
+    PublishTime,
+    #[error("message is not UTF-8")]
+    NotUtf8,
+}
+
+/// The forms seen on the wire: upper- or lowercase hex of the MD5, or base64 of the lowercase hex.
+pub fn content_md5_matches(header: &str, body: &[u8]) -> bool {
+    let hex_digest = hex::encode(Md5::digest(body));
+    let header = header.trim();
+    header.eq_ignore_ascii_case(&hex_digest) || header == STANDARD.encode(hex_digest.as_bytes())
+}
+
+const REQUIRED: [&str; 8] = [
+    "TopicOwner",
+    "TopicName",
+    "Subscriber",
+    "SubscriptionName",
+    "MessageId",
+    "Message",
+    "MessageMD5",
+    "PublishTime",
+];
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+fn millis(text: &str) -> Result<i64, BodyError> {
+    text.trim().parse().map_err(|_| BodyError::PublishTime)
+}
+
+/// Builds a notification from named fields, checking that all required ones are there and that
+/// `MessageMD5` is the MD5 of `Message`.
+fn from_fields(
+    format: Format,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Notification, BodyError> {
+    for name in REQUIRED {
+        if get(name).is_none() {
+            return Err(BodyError::Missing(name));
+        }
+    }
+    let field = |name: &str| get(name).expect("checked above");
+    let message = field("Message");
+    let expected = hex::encode(Md5::digest(message.as_bytes()));
+    if !field("MessageMD5").trim().eq_ignore_ascii_case(&expected) {
+        return Err(BodyError::MessageMd5);
+    }
+    Ok(Notification {
+        format,
+        topic_owner: Some(field("TopicOwner")),
+        topic_name: field("TopicName"),
+        subscriber: Some(field("Subscriber")),
+        subscription_name: Some(field("SubscriptionName")),
+        message_id: field("MessageId"),
+        message,
+        message_tag: get("MessageTag").filter(|t| !t.is_empty()),
+        publish_time: Some(millis(&field("PublishTime"))?),
+    })
+}
+
+fn parse_xml(body: &str) -> Result<Notification, BodyError> {
+    let document = roxmltree::Document::parse(body).map_err(|_| BodyError::Xml)?;
+    let root = document.root_element();
+    if root.tag_name().name() != "Notification" {
+        return Err(BodyError::Xml);
+    }
+    from_fields(Format::Xml, |name| {
+        root.children()
+            .find(|n| n.is_element() && n.tag_name().name() == name)
+            .map(|n| n.text().unwrap_or_default().to_owned())
+    })
+}
+
+fn parse_json(body: &str) -> Result<Notification, BodyError> {
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(body) else {
+        return Err(BodyError::Json);
+    };
+    from_fields(Format::Json, |name| match object.get(name) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+fn parse_simplified(headers: &HeaderMap, body: &str) -> Result<Notification, BodyError> {
+    let message_id =
+        header(headers, "x-mns-message-id").ok_or(BodyError::Missing("x-mns-message-id"))?;
+    // Older pushes name only the message; the subscription stands in for the topic then.
+    let topic_name = header(headers, "x-mns-topic-name")
+        .or_else(|| header(headers, "x-mns-subscription-name"))
+        .ok_or(BodyError::Missing("x-mns-topic-name"))?;
+    Ok(Notification {
+        format: Format::Simplified,
+        topic_owner: header(headers, "x-mns-topic-owner"),
+        topic_name,
+        subscriber: header(headers, "x-mns-subscriber"),
+        subscription_name: header(headers, "x-mns-subscription-name"),
+        message_id,
+        message: body.to_owned(),
+        message_tag: header(headers, "x-mns-message-tag"),
+        publish_time: header(headers, "x-mns-publish-time")
+            .map(|t| millis(&t))
+            .transpose()?,
+    })
+}
+
+/// Checks `Content-MD5` against the raw body, then parses it in the format the push uses:
+/// SIMPLIFIED pushes carry `x-mns-message-id`; the others are XML (`<…`) or JSON.
+pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Notification, BodyError> {
+    if !body.is_empty() {
+        let md5 = header(headers, "content-md5").ok_or(BodyError::MissingContentMd5)?;
+        if !content_md5_matches(&md5, body) {
+            return Err(BodyError::ContentMd5);
+        }
+    }
+    let text = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
+    if headers.contains_key("x-mns-message-id") {
+        parse_simplified(headers, text)
+    } else if text.trim_start().starts_with('<') {
+        parse_xml(text)
+    } else {
+        parse_json(text)
+    }
+}
+
+impl Notification {
+    /// The stored payload.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "Format": self.format.as_str(),
+            "TopicOwner": self.topic_owner,
+            "TopicName": self.topic_name,
+            "Subscriber": self.subscriber,
+            "SubscriptionName": self.subscription_name,
+            "MessageId": self.message_id,
+            "Message": self.message,
+            "MessageTag": self.message_tag,
+            "PublishTime": self.publish_time,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const MESSAGE: &str = "hello, 世界 <&>";
+
+    fn md5_upper(text: &str) -> String {
+        hex::encode_upper(Md5::digest(text.as_bytes()))
+    }
+
+    fn xml() -> String {
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8"?><Notification xmlns="http://mns.aliyuncs.com/doc/v1/"><TopicOwner>1321669497458181</TopicOwner><TopicName>orders</TopicName><Subscriber>1321669497458181</Subscriber><SubscriptionName>callback-hub</SubscriptionName><MessageId>5DA5A9A1D1B1C1D1-1-18E1B2C3D4E-200000001</MessageId><Message>hello, 世界 &lt;&amp;&gt;</Message><MessageMD5>{}</MessageMD5><MessageTag>important</MessageTag><PublishTime>1709294400000</PublishTime></Notification>"#,
+            md5_upper(MESSAGE)
+        )
+    }
+
+    fn with_md5(body: &str, form: &str) -> HeaderMap {
+        let digest = hex::encode(Md5::digest(body.as_bytes()));
+        let value = match form {
+            "upper" => digest.to_uppercase(),
+            "lower" => digest,
+            _ => STANDARD.encode(digest),
+        };
+        let mut h = HeaderMap::new();
+        h.insert("content-md5", HeaderValue::from_str(&value).unwrap());
+        h
+    }
+
+    #[test]
+    fn xml_in_every_content_md5_form() {
+        let body = xml();
+        for form in ["upper", "lower", "base64"] {
+            let n = parse(&with_md5(&body, form), body.as_bytes()).unwrap();
+            assert_eq!(n.format, Format::Xml);
+            assert_eq!(n.message, MESSAGE);
+            assert_eq!(n.topic_name, "orders");
+            assert_eq!(n.message_tag.as_deref(), Some("important"));
+            assert_eq!(n.publish_time, Some(1_709_294_400_000));
+        }
+    }
+
+    #[test]
+    fn json_with_string_values() {
+        let body = json!({"TopicOwner":"1","TopicName":"orders","Subscriber":"1","SubscriptionName":"s","MessageId":"m-1","Message":MESSAGE,"MessageMD5":md5_upper(MESSAGE),"PublishTime":"1449556920975"}).to_string();
+        let n = parse(&with_md5(&body, "upper"), body.as_bytes()).unwrap();
+        assert_eq!(n.format, Format::Json);
+        assert_eq!(n.message_id, "m-1");
+        assert_eq!(n.message_tag, None);
+    }
+
+    #[test]
+    fn simplified_from_headers() {
+        let mut h = with_md5(MESSAGE, "upper");
+        h.insert(
+            "x-mns-message-id",
+            HeaderValue::from_static("250EB49D5F8D737A391C93C6ED165396"),
+        );
+        h.insert("x-mns-topic-name", HeaderValue::from_static("orders"));
+        h.insert(
+            "x-mns-publish-time",
+            HeaderValue::from_static("1680079287576"),
+        );
+        let n = parse(&h, MESSAGE.as_bytes()).unwrap();
+        assert_eq!(n.format, Format::Simplified);
+        assert_eq!(n.message, MESSAGE);
+        assert_eq!(n.publish_time, Some(1_680_079_287_576));
+    }
+
+    #[test]
+    fn refusals() {
+        let body = xml();
+        let mut tampered = body.clone().into_bytes();
+        let at = body.find("orders").unwrap();
+        tampered[at] = b'O';
+        assert_eq!(
+            parse(&with_md5(&body, "upper"), &tampered),
+            Err(BodyError::ContentMd5)
+        );
+        assert_eq!(
+            parse(&HeaderMap::new(), body.as_bytes()),
+            Err(BodyError::MissingContentMd5)
+        );
+        let wrong_md5 = body.replace(&md5_upper(MESSAGE), &md5_upper("other"));
+        assert_eq!(
+            parse(&with_md5(&wrong_md5, "upper"), wrong_md5.as_bytes()),
+            Err(BodyError::MessageMd5)
+        );
+        let no_id = body.replace(
+            "<MessageId>5DA5A9A1D1B1C1D1-1-18E1B2C3D4E-200000001</MessageId>",
+            "",
+        );
+        assert_eq!(
+            parse(&with_md5(&no_id, "upper"), no_id.as_bytes()),
+            Err(BodyError::Missing("MessageId"))
+        );
+        // The documented example is malformed (xlmns=, a stray closing tag): refused, not guessed.
+        let doc_example = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Notification xlmns=\"http://mns.aliyuncs.com/doc/v1/\"><TopicOwner>1</TopicOwner></MessagePublishTime></Notification>";
+        assert_eq!(
+            parse(&with_md5(doc_example, "upper"), doc_example.as_bytes()),
+            Err(BodyError::Xml)
+        );
+        let json = "{\"TopicName\":\"t\"}";
+        assert_eq!(
+            parse(&with_md5(json, "upper"), json.as_bytes()),
+            Err(BodyError::Missing("TopicOwner"))
+        );
+    }
+}

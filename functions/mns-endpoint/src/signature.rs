@@ -1,0 +1,316 @@
+//! MNS HTTP push signatures (protocol notes §4.2): the string to sign, the signing-certificate
+//! URL allow-list, and RSA PKCS#1 v1.5 with SHA-1 over a key that may be 512 bits.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::HeaderMap;
+use rsa::{Pkcs1v15Sign, RsaPublicKey};
+use sha1::{Digest, Sha1};
+
+/// The official prefixes (doc 27488 and the regional `mns-cert` buckets). `*` stands for one
+/// region name (`[a-z0-9-]+`).
+pub const DEFAULT_CERT_URL_PREFIXES: [&str; 2] = [
+    "https://mnstest.oss-cn-hangzhou.aliyuncs.com/",
+    "https://mns-cert.oss-*.aliyuncs.com/",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("x-mns-signing-cert-url is not base64 of a URL")]
+    BadCertUrl,
+    #[error("signing certificate URL is not allowed")]
+    CertUrlNotAllowed,
+    #[error("Authorization is not a base64 signature")]
+    BadAuthorization,
+    #[error("signature mismatch")]
+    Mismatch,
+    #[error("Date is missing, unreadable, or outside the allowed age")]
+    Stale,
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `METHOD\nContent-MD5\nContent-Type\nDate\n` + every `x-mns-*` header (lowercased, sorted,
+/// `name:value\n`) + the resource as received.
+pub fn string_to_sign(
+    method: &str,
+    headers: &HeaderMap,
+    resource: &str,
+) -> Result<String, SignatureError> {
+    let date = header(headers, "date")
+        .or_else(|| header(headers, "x-mns-date"))
+        .ok_or(SignatureError::MissingHeader("Date"))?;
+    let mut mns: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-mns-"))
+        .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or_default()))
+        .collect();
+    // http's names are already lowercase.
+    mns.sort_unstable();
+    let mut out = String::with_capacity(256 + resource.len());
+    out.push_str(&method.to_ascii_uppercase());
+    out.push('\n');
+    out.push_str(header(headers, "content-md5").unwrap_or_default());
+    out.push('\n');
+    out.push_str(header(headers, "content-type").unwrap_or_default());
+    out.push('\n');
+    out.push_str(date);
+    out.push('\n');
+    for (name, value) in mns {
+        out.push_str(name);
+        out.push(':');
+        out.push_str(value);
+        out.push('\n');
+    }
+    out.push_str(resource);
+    Ok(out)
+}
+
+/// Whether `url` starts with `prefix`, where a `*` in the prefix matches one region name.
+fn matches_prefix(url: &str, prefix: &str) -> bool {
+    match prefix.split_once('*') {
+        None => url.starts_with(prefix),
+        Some((head, tail)) => {
+            let Some(rest) = url.strip_prefix(head) else {
+                return false;
+            };
+            let region_len = rest
+                .bytes()
+                .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                .count();
+            region_len > 0 && rest[region_len..].starts_with(tail)
+        }
+    }
+}
+
+/// The certificate URL from `x-mns-signing-cert-url`, upgraded to https (old pushes named an
+/// http URL; the certificate is fetched over https all the same), if an allowed prefix covers it.
+pub fn cert_url(
+    headers: &HeaderMap,
+    allowed_prefixes: &[String],
+) -> Result<String, SignatureError> {
+    let encoded = header(headers, "x-mns-signing-cert-url")
+        .ok_or(SignatureError::MissingHeader("x-mns-signing-cert-url"))?;
+    let decoded = STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| SignatureError::BadCertUrl)?;
+    let url = String::from_utf8(decoded).map_err(|_| SignatureError::BadCertUrl)?;
+    let url = match url.strip_prefix("http://") {
+        Some(rest) => format!("https://{rest}"),
+        None => url,
+    };
+    if url.contains(['@', '\\', '#', '?']) || url.contains("/../") {
+        return Err(SignatureError::CertUrlNotAllowed);
+    }
+    if allowed_prefixes.iter().any(|p| matches_prefix(&url, p)) {
+        Ok(url)
+    } else {
+        Err(SignatureError::CertUrlNotAllowed)
+    }
+}
+
+/// Checks `Authorization` (the bare base64 signature) over the string to sign.
+pub fn verify(
+    key: &RsaPublicKey,
+    string_to_sign: &str,
+    authorization: &str,
+) -> Result<(), SignatureError> {
+    let signature = STANDARD
+        .decode(authorization.trim())
+        .map_err(|_| SignatureError::BadAuthorization)?;
+    key.verify(
+        Pkcs1v15Sign::new::<Sha1>(),
+        &Sha1::digest(string_to_sign.as_bytes()),
+        &signature,
+    )
+    .map_err(|_| SignatureError::Mismatch)
+}
+
+/// `Date` (or `x-mns-date`) within `max_age_secs` of now, either way; 0 disables the check.
+pub fn check_age(
+    headers: &HeaderMap,
+    now: chrono::DateTime<chrono::Utc>,
+    max_age_secs: u64,
+) -> Result<(), SignatureError> {
+    if max_age_secs == 0 {
+        return Ok(());
+    }
+    let text = header(headers, "date")
+        .or_else(|| header(headers, "x-mns-date"))
+        .ok_or(SignatureError::Stale)?;
+    let date = chrono::DateTime::parse_from_rfc2822(text).map_err(|_| SignatureError::Stale)?;
+    let age = (now - date.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .unsigned_abs();
+    if age <= max_age_secs {
+        Ok(())
+    } else {
+        Err(SignatureError::Stale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderName, HeaderValue};
+    use hub_core::certs::public_key_from_pem;
+    use serde_json::Value;
+
+    fn vector() -> Value {
+        serde_json::from_str(include_str!("../tests/fixtures/mns-vector.json")).unwrap()
+    }
+
+    fn headers(v: &Value) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in v["headers"].as_object().unwrap() {
+            map.insert(
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).unwrap(),
+                HeaderValue::from_str(value.as_str().unwrap()).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn defaults() -> Vec<String> {
+        DEFAULT_CERT_URL_PREFIXES
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_real_2023_push_verifies_with_its_512_bit_expired_certificate() {
+        let v = vector();
+        let headers = headers(&v);
+        let text = string_to_sign("POST", &headers, v["path"].as_str().unwrap()).unwrap();
+        assert_eq!(text, v["expected_string_to_sign"].as_str().unwrap());
+        let key = public_key_from_pem(v["certificate_pem"].as_str().unwrap().as_bytes()).unwrap();
+        assert_eq!(rsa::traits::PublicKeyParts::size(&key), 64, "512-bit");
+        verify(&key, &text, v["headers"]["Authorization"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            cert_url(&headers, &defaults()).unwrap(),
+            v["certificate_url"].as_str().unwrap()
+        );
+    }
+
+    #[test]
+    fn one_changed_byte_of_any_signed_header_or_the_path_fails() {
+        let v = vector();
+        let key = public_key_from_pem(v["certificate_pem"].as_str().unwrap().as_bytes()).unwrap();
+        let authorization = v["headers"]["Authorization"].as_str().unwrap();
+        for name in v["headers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|n| *n != "Authorization")
+        {
+            let mut headers = headers(&v);
+            let value = headers[name.to_ascii_lowercase().as_str()]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let mut bytes = value.into_bytes();
+            bytes[0] = if bytes[0] == b'A' { b'B' } else { b'A' };
+            headers.insert(
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).unwrap(),
+                HeaderValue::from_bytes(&bytes).unwrap(),
+            );
+            let text = string_to_sign("POST", &headers, "/notifications").unwrap();
+            assert_eq!(
+                verify(&key, &text, authorization),
+                Err(SignatureError::Mismatch),
+                "{name}"
+            );
+        }
+        let text = string_to_sign("POST", &headers(&v), "/notificationz").unwrap();
+        assert_eq!(
+            verify(&key, &text, authorization),
+            Err(SignatureError::Mismatch)
+        );
+        // An x-mns header added on the way is signed-over too.
+        let mut extra = headers(&v);
+        extra.insert("x-mns-extra", HeaderValue::from_static("1"));
+        let text = string_to_sign("POST", &extra, "/notifications").unwrap();
+        assert_eq!(
+            verify(&key, &text, authorization),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn certificate_url_allow_list() {
+        let encode = |url: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-mns-signing-cert-url",
+                HeaderValue::from_str(&STANDARD.encode(url)).unwrap(),
+            );
+            h
+        };
+        let ok = [
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem",
+            "https://mns-cert.oss-cn-beijing.aliyuncs.com/c.pem",
+        ];
+        for url in ok {
+            assert_eq!(cert_url(&encode(url), &defaults()).unwrap(), url);
+        }
+        assert_eq!(
+            cert_url(
+                &encode("http://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem"),
+                &defaults()
+            )
+            .unwrap(),
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem"
+        );
+        for bad in [
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com.evil.com/x.pem",
+            "https://evil.com/https://mnstest.oss-cn-hangzhou.aliyuncs.com/x.pem",
+            "https://mns-cert.oss-.aliyuncs.com/c.pem",
+            "https://mns-cert.oss-cn.evil.com/.aliyuncs.com/c.pem",
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com@evil.com/x.pem",
+            "ftp://mnstest.oss-cn-hangzhou.aliyuncs.com/x.pem",
+        ] {
+            assert_eq!(
+                cert_url(&encode(bad), &defaults()),
+                Err(SignatureError::CertUrlNotAllowed),
+                "{bad}"
+            );
+        }
+        let mut garbage = HeaderMap::new();
+        garbage.insert("x-mns-signing-cert-url", HeaderValue::from_static("%%%"));
+        assert_eq!(
+            cert_url(&garbage, &defaults()),
+            Err(SignatureError::BadCertUrl)
+        );
+        assert_eq!(
+            cert_url(&HeaderMap::new(), &defaults()),
+            Err(SignatureError::MissingHeader("x-mns-signing-cert-url"))
+        );
+    }
+
+    #[test]
+    fn date_age() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "date",
+            HeaderValue::from_static("Wed, 29 Mar 2023 08:41:27 GMT"),
+        );
+        let at = chrono::DateTime::parse_from_rfc2822("Wed, 29 Mar 2023 08:50:00 GMT")
+            .unwrap()
+            .to_utc();
+        assert!(check_age(&h, at, 900).is_ok());
+        assert_eq!(check_age(&h, at, 60), Err(SignatureError::Stale));
+        assert!(
+            check_age(&h, at + chrono::Duration::days(365), 0).is_ok(),
+            "0 disables"
+        );
+        assert_eq!(
+            check_age(&HeaderMap::new(), at, 900),
+            Err(SignatureError::Stale)
+        );
+    }
+}
