@@ -82,3 +82,61 @@ pub fn unique_name(prefix: &str) -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A store on a fresh table of the shared moto server.
+pub async fn fresh_store(prefix: &str) -> hub_core::store::DynamoStore {
+    let client = Moto::shared().dynamodb().await;
+    let table = unique_name(prefix);
+    template::create_events_table(&client, &table).await;
+    hub_core::store::DynamoStore::new(client, table)
+}
+
+/// A store whose endpoint is a closed port on 127.0.0.1: every call is refused.
+pub async fn unreachable_store() -> hub_core::store::DynamoStore {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let config = moto::sdk_config_for(&format!("http://127.0.0.1:{port}")).await;
+    hub_core::store::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), "unreachable")
+}
+
+pub type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// Every item of the store's table.
+pub async fn scan_items(store: &hub_core::store::DynamoStore) -> Vec<Item> {
+    let output = store
+        .client()
+        .scan()
+        .table_name(store.table())
+        .send()
+        .await
+        .expect("scan moto");
+    output.items().to_vec()
+}
+
+/// A string attribute of an item.
+pub fn attr<'a>(item: &'a Item, name: &str) -> &'a str {
+    item.get(name)
+        .unwrap_or_else(|| panic!("item lacks {name}"))
+        .as_s()
+        .unwrap_or_else(|_| panic!("{name} is not a string"))
+}
+
+/// The JSON body of a response.
+pub fn body_json(response: &lambda_http::Response<lambda_http::Body>) -> serde_json::Value {
+    match response.body() {
+        lambda_http::Body::Text(text) => serde_json::from_str(text).expect("JSON body"),
+        other => panic!("expected a text body, got {other:?}"),
+    }
+}
+
+/// A file of `events/` as JSON, to be altered before [`request_from_json`].
+pub fn fixture_json(name: &str) -> serde_json::Value {
+    let path = repo_root().join("events").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON")
+}
+
+pub fn request_from_json(json: &serde_json::Value) -> lambda_http::Request {
+    lambda_http::request::from_str(&json.to_string()).expect("an API Gateway request")
+}

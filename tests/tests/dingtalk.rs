@@ -1,6 +1,5 @@
 //! dingtalk-callback through its handler, against DynamoDB and SSM on moto, with `events/` requests.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use dingtalk_callback::{load_crypto, DingTalkCrypto, DingTalkHandler};
 use hub_core::clock::SystemClock;
 use hub_core::config::{EdgeConfig, Secret};
@@ -8,53 +7,17 @@ use hub_core::store::DynamoStore;
 use hub_tests::fixtures::{
     dingtalk_crypto, APPROVAL_ID, DINGTALK_AES_KEY, DINGTALK_OWNER_KEY, DINGTALK_TOKEN,
 };
-use hub_tests::moto::sdk_config_for;
-use hub_tests::template::create_events_table;
-use hub_tests::{fixture_request, unique_name, Moto};
+use hub_tests::{
+    attr, body_json, fixture_request, fresh_store, scan_items, unique_name, unreachable_store, Moto,
+};
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
-use std::collections::HashMap;
-
-type Item = HashMap<String, AttributeValue>;
-
-async fn store() -> DynamoStore {
-    let client = Moto::shared().dynamodb().await;
-    let table = unique_name("dingtalk");
-    create_events_table(&client, &table).await;
-    DynamoStore::new(client, table)
-}
 
 fn handler(
     store: DynamoStore,
     crypto: DingTalkCrypto,
 ) -> DingTalkHandler<DynamoStore, SystemClock> {
     DingTalkHandler::new(store, SystemClock, crypto, EdgeConfig::default())
-}
-
-async fn items(store: &DynamoStore) -> Vec<Item> {
-    store
-        .client()
-        .scan()
-        .table_name(store.table())
-        .send()
-        .await
-        .unwrap()
-        .items()
-        .to_vec()
-}
-
-fn s<'a>(item: &'a Item, name: &str) -> &'a str {
-    item.get(name)
-        .unwrap_or_else(|| panic!("item lacks {name}"))
-        .as_s()
-        .unwrap()
-}
-
-fn body_json(response: &Response<Body>) -> Value {
-    match response.body() {
-        Body::Text(text) => serde_json::from_str(text).expect("JSON body"),
-        other => panic!("expected a text body, got {other:?}"),
-    }
 }
 
 /// Checks a reply the way DingTalk does: its signature covers what it returns, and it decrypts
@@ -101,7 +64,7 @@ fn query_of(request: &Request) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn task_and_instance_events_of_one_approval_are_two_items() {
-    let store = store().await;
+    let store = fresh_store("dingtalk").await;
     let handler = handler(store.clone(), dingtalk_crypto());
     assert_success_reply(
         &handler
@@ -113,29 +76,29 @@ async fn task_and_instance_events_of_one_approval_are_two_items() {
             .handle(fixture_request("dingtalk-bpms-task-change.json"))
             .await,
     );
-    let items = items(&store).await;
+    let items = scan_items(&store).await;
     assert_eq!(items.len(), 2);
-    let mut types: Vec<&str> = items.iter().map(|i| s(i, "event_type")).collect();
+    let mut types: Vec<&str> = items.iter().map(|i| attr(i, "event_type")).collect();
     types.sort();
     assert_eq!(types, ["bpms_instance_change", "bpms_task_change"]);
     for item in &items {
-        assert_eq!(s(item, "source"), "dingtalk");
-        assert_eq!(s(item, "subject"), APPROVAL_ID);
-        let payload: Value = serde_json::from_str(s(item, "payload")).unwrap();
+        assert_eq!(attr(item, "source"), "dingtalk");
+        assert_eq!(attr(item, "subject"), APPROVAL_ID);
+        let payload: Value = serde_json::from_str(attr(item, "payload")).unwrap();
         assert_eq!(payload["processInstanceId"], APPROVAL_ID);
         assert_eq!(
             payload["title"].as_str().unwrap().chars().count(),
             54,
             "multi-byte title intact"
         );
-        assert_eq!(s(item, "event_id").len(), 64);
+        assert_eq!(attr(item, "event_id").len(), 64);
     }
     let instance = items
         .iter()
-        .find(|i| s(i, "event_type") == "bpms_instance_change")
+        .find(|i| attr(i, "event_type") == "bpms_instance_change")
         .unwrap();
     assert_eq!(
-        s(instance, "occurred_at"),
+        attr(instance, "occurred_at"),
         "2024-03-01T12:00:00.000Z",
         "finishTime"
     );
@@ -143,7 +106,7 @@ async fn task_and_instance_events_of_one_approval_are_two_items() {
 
 #[tokio::test]
 async fn the_same_push_three_times_is_one_item() {
-    let store = store().await;
+    let store = fresh_store("dingtalk").await;
     let handler = handler(store.clone(), dingtalk_crypto());
     for _ in 0..3 {
         assert_success_reply(
@@ -152,27 +115,27 @@ async fn the_same_push_three_times_is_one_item() {
                 .await,
         );
     }
-    let items = items(&store).await;
+    let items = scan_items(&store).await;
     assert_eq!(items.len(), 1);
-    assert_eq!(s(&items[0], "subject"), "user:manager7140");
-    assert_eq!(s(&items[0], "occurred_at"), "2024-03-01T12:00:00.500Z");
+    assert_eq!(attr(&items[0], "subject"), "user:manager7140");
+    assert_eq!(attr(&items[0], "occurred_at"), "2024-03-01T12:00:00.500Z");
 }
 
 #[tokio::test]
 async fn check_url_is_answered_and_not_stored() {
-    let store = store().await;
+    let store = fresh_store("dingtalk").await;
     let handler = handler(store.clone(), dingtalk_crypto());
     assert_success_reply(
         &handler
             .handle(fixture_request("dingtalk-check-url.json"))
             .await,
     );
-    assert!(items(&store).await.is_empty());
+    assert!(scan_items(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_bad_signature_is_403_and_nothing_is_stored() {
-    let store = store().await;
+    let store = fresh_store("dingtalk").await;
     let handler = handler(store.clone(), dingtalk_crypto());
     let request = fixture_request("dingtalk-bpms-task-change.json");
     let query = query_of(&request);
@@ -212,7 +175,7 @@ async fn a_bad_signature_is_403_and_nothing_is_stored() {
         handler_status(store.clone(), other, "dingtalk-bpms-task-change.json").await,
         403
     );
-    assert!(items(&store).await.is_empty());
+    assert!(scan_items(&store).await.is_empty());
 }
 
 async fn handler_status(store: DynamoStore, crypto: DingTalkCrypto, fixture: &str) -> u16 {
@@ -225,7 +188,7 @@ async fn handler_status(store: DynamoStore, crypto: DingTalkCrypto, fixture: &st
 
 #[tokio::test]
 async fn a_wrong_owner_key_is_400_and_nothing_is_stored() {
-    let store = store().await;
+    let store = fresh_store("dingtalk").await;
     let wrong_owner = DingTalkCrypto::new(
         Secret::new(DINGTALK_TOKEN),
         DINGTALK_AES_KEY,
@@ -237,12 +200,12 @@ async fn a_wrong_owner_key_is_400_and_nothing_is_stored() {
         .await;
     assert_eq!(response.status(), 400);
     assert_eq!(body_json(&response)["message"], "owner key mismatch");
-    assert!(items(&store).await.is_empty());
+    assert!(scan_items(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn authenticated_content_that_is_not_an_event_is_400() {
-    let store = store().await;
+    let store = fresh_store("dingtalk").await;
     let crypto = dingtalk_crypto();
     for plaintext in [&b"not json"[..], b"[1,2,3]", br#"{"NoEventType":true}"#] {
         let encrypt = crypto.encrypt(plaintext);
@@ -263,19 +226,12 @@ async fn authenticated_content_that_is_not_an_event_is_400() {
             String::from_utf8_lossy(plaintext)
         );
     }
-    assert!(items(&store).await.is_empty());
+    assert!(scan_items(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn an_unreachable_store_is_503() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let client =
-        aws_sdk_dynamodb::Client::new(&sdk_config_for(&format!("http://127.0.0.1:{port}")).await);
-    let response = handler(DynamoStore::new(client, "unreachable"), dingtalk_crypto())
+    let response = handler(unreachable_store().await, dingtalk_crypto())
         .handle(fixture_request("dingtalk-bpms-task-change.json"))
         .await;
     assert_eq!(response.status(), 503);
@@ -301,13 +257,13 @@ async fn secrets_come_from_an_ssm_secure_string_read_once() {
     let crypto = load_crypto(&[("DINGTALK_SECRETS_PARAMETER", name.as_str())], &sdk)
         .await
         .unwrap();
-    let store = store().await;
+    let store = fresh_store("dingtalk").await;
     assert_success_reply(
         &handler(store.clone(), crypto)
             .handle(fixture_request("dingtalk-user-add-org.json"))
             .await,
     );
-    assert_eq!(items(&store).await.len(), 1);
+    assert_eq!(scan_items(&store).await.len(), 1);
 
     let missing = load_crypto(
         &[("DINGTALK_SECRETS_PARAMETER", "/callback-hub/absent")],

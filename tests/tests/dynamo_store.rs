@@ -2,26 +2,16 @@
 
 use hub_core::event::{Event, Source};
 use hub_core::store::{DynamoStore, EventWriter, StoreError};
-use hub_tests::moto::sdk_config_for;
-use hub_tests::template::create_events_table;
-use hub_tests::{contract, unique_name, Moto};
-
-async fn fresh_store() -> DynamoStore {
-    let moto = Moto::shared();
-    let client = moto.dynamodb().await;
-    let table = unique_name("contract");
-    create_events_table(&client, &table).await;
-    DynamoStore::new(client, table)
-}
+use hub_tests::{contract, fresh_store, unreachable_store, Moto};
 
 #[tokio::test]
 async fn dynamodb_store_meets_the_contract() {
-    contract::run_all(&fresh_store().await).await;
+    contract::run_all(&fresh_store("contract").await).await;
 }
 
 #[tokio::test]
 async fn concurrent_duplicates_produce_one_item() {
-    let store = fresh_store().await;
+    let store = fresh_store("contract").await;
     let event = Event::new(Source::Mns, "same", "T", "s", "{}", chrono::Utc::now());
     let tasks: Vec<_> = (0..20)
         .map(|_| {
@@ -49,13 +39,7 @@ async fn concurrent_duplicates_produce_one_item() {
 
 #[tokio::test]
 async fn a_closed_port_is_unavailable_not_a_failure() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let client =
-        aws_sdk_dynamodb::Client::new(&sdk_config_for(&format!("http://127.0.0.1:{port}")).await);
-    let store = DynamoStore::new(client, "no-table");
+    let store = unreachable_store().await;
     let event = Event::new(Source::Stack, "x", "T", "s", "{}", chrono::Utc::now());
     match store.put_event(&event).await {
         Err(StoreError::Unavailable(_)) => {}

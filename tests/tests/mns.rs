@@ -6,10 +6,11 @@ use hub_core::certs::{pinned_from_vars, CertificateCache, HttpsFetcher};
 use hub_core::clock::FixedClock;
 use hub_core::store::DynamoStore;
 use hub_tests::fixtures::{mns_fields, mns_json_body, signed_mns, MNS_DATE};
-use hub_tests::moto::sdk_config_for;
-use hub_tests::template::create_events_table;
-use hub_tests::{fixture_request, fixture_vars, unique_name, Moto};
-use lambda_http::{Body, Request, Response};
+use hub_tests::{
+    fixture_json, fixture_request, fixture_vars, fresh_store, request_from_json, scan_items,
+    unreachable_store,
+};
+use lambda_http::{Body, Response};
 use mns_endpoint::{MnsConfig, MnsHandler};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -38,31 +39,6 @@ fn handler<F: hub_core::certs::Fetcher>(store: DynamoStore, fetcher: F) -> Handl
     )
 }
 
-async fn store() -> DynamoStore {
-    let client = Moto::shared().dynamodb().await;
-    let table = unique_name("mns");
-    create_events_table(&client, &table).await;
-    DynamoStore::new(client, table)
-}
-
-async fn items(
-    store: &DynamoStore,
-) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-    store
-        .client()
-        .scan()
-        .table_name(store.table())
-        .send()
-        .await
-        .unwrap()
-        .items()
-        .to_vec()
-}
-
-fn request(json: &Value) -> Request {
-    lambda_http::request::from_str(&json.to_string()).expect("an API Gateway request")
-}
-
 fn error_of(response: &Response<Body>) -> String {
     match response.body() {
         Body::Text(text) => serde_json::from_str::<Value>(text).unwrap()["error"]
@@ -78,14 +54,9 @@ fn set_header(mut json: Value, name: &str, value: &str) -> Value {
     json
 }
 
-fn fixture_json(name: &str) -> Value {
-    let path = hub_tests::repo_root().join("events").join(name);
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn each_format_stores_its_message_once_even_delivered_three_times() {
-    let store = store().await;
+    let store = fresh_store("mns").await;
     let handler = handler(store.clone(), FakeFetcher::new());
     for name in ["mns-xml.json", "mns-json.json", "mns-simplified.json"] {
         for _ in 0..3 {
@@ -94,7 +65,7 @@ async fn each_format_stores_its_message_once_even_delivered_three_times() {
             assert!(matches!(response.body(), Body::Empty));
         }
     }
-    let items = items(&store).await;
+    let items = scan_items(&store).await;
     assert_eq!(items.len(), 3);
     let s = |item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, k: &str| {
         item[k].as_s().unwrap().clone()
@@ -136,7 +107,7 @@ async fn each_format_stores_its_message_once_even_delivered_three_times() {
 
 #[tokio::test]
 async fn one_changed_byte_of_a_signed_header_or_the_path_is_403() {
-    let store = store().await;
+    let store = fresh_store("mns").await;
     let handler = handler(store.clone(), FakeFetcher::new());
     let original = fixture_json("mns-simplified.json");
     let signed: Vec<String> = original["headers"]
@@ -162,18 +133,31 @@ async fn one_changed_byte_of_a_signed_header_or_the_path_is_403() {
             String::from_utf8(bytes).unwrap()
         };
         let response = handler
-            .handle(request(&set_header(original.clone(), name, &tampered)))
+            .handle(request_from_json(&set_header(
+                original.clone(),
+                name,
+                &tampered,
+            )))
             .await;
         assert_eq!(response.status(), 403, "{name}");
         assert_eq!(error_of(&response), "forbidden");
     }
     let mut other_path = original.clone();
     other_path["rawPath"] = "/mnz".into();
-    assert_eq!(handler.handle(request(&other_path)).await.status(), 403);
+    assert_eq!(
+        handler
+            .handle(request_from_json(&other_path))
+            .await
+            .status(),
+        403
+    );
     let mut with_query = original.clone();
     with_query["rawQueryString"] = "a=1".into();
     assert_eq!(
-        handler.handle(request(&with_query)).await.status(),
+        handler
+            .handle(request_from_json(&with_query))
+            .await
+            .status(),
         403,
         "the query is signed too"
     );
@@ -185,28 +169,34 @@ async fn one_changed_byte_of_a_signed_header_or_the_path_is_403() {
             .remove("authorization");
         j
     };
-    assert_eq!(handler.handle(request(&no_signature)).await.status(), 403);
-    assert!(items(&store).await.is_empty());
+    assert_eq!(
+        handler
+            .handle(request_from_json(&no_signature))
+            .await
+            .status(),
+        403
+    );
+    assert!(scan_items(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn one_changed_byte_of_the_body_is_400_and_nothing_is_stored() {
-    let store = store().await;
+    let store = fresh_store("mns").await;
     let handler = handler(store.clone(), FakeFetcher::new());
     for name in ["mns-xml.json", "mns-json.json", "mns-simplified.json"] {
         let mut json = fixture_json(name);
         let body = json["body"].as_str().unwrap().replacen('e', "E", 1);
         json["body"] = body.into();
-        let response = handler.handle(request(&json)).await;
+        let response = handler.handle(request_from_json(&json)).await;
         assert_eq!(response.status(), 400, "{name}");
         assert_eq!(error_of(&response), "bad_request");
     }
-    assert!(items(&store).await.is_empty());
+    assert!(scan_items(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_wrong_message_md5_is_400() {
-    let store = store().await;
+    let store = fresh_store("mns").await;
     let handler = handler(store.clone(), FakeFetcher::new());
     let mut fields = mns_fields("wrong-md5", "the message", None);
     for (name, value) in fields.iter_mut() {
@@ -216,7 +206,7 @@ async fn a_wrong_message_md5_is_400() {
     }
     let body = mns_json_body(&fields);
     let response = handler
-        .handle(request(&signed_mns(
+        .handle(request_from_json(&signed_mns(
             "/mns",
             "application/json",
             &body,
@@ -225,13 +215,13 @@ async fn a_wrong_message_md5_is_400() {
         )))
         .await;
     assert_eq!(response.status(), 400);
-    assert!(items(&store).await.is_empty());
+    assert!(scan_items(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_certificate_url_off_the_allow_list_is_403_and_never_fetched() {
     use base64::Engine;
-    let store = store().await;
+    let store = fresh_store("mns").await;
     // A real local server: it must see no connection at all.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -246,36 +236,26 @@ async fn a_certificate_url_off_the_allow_list_is_403_and_never_fetched() {
             "x-mns-signing-cert-url",
             &base64::engine::general_purpose::STANDARD.encode(&url),
         );
-        let response = handler.handle(request(&json)).await;
+        let response = handler.handle(request_from_json(&json)).await;
         assert_eq!(response.status(), 403, "{url}");
     }
     assert!(listener.accept().is_err(), "the local server was contacted");
-    assert!(items(&store).await.is_empty());
+    assert!(scan_items(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_stale_date_is_403() {
-    let store = store().await;
+    let store = fresh_store("mns").await;
     let handler = handler(store.clone(), FakeFetcher::new());
     // Re-signed with an old Date: the signature is fine, the age is not.
     let json = fixture_json("mns-json.json");
     let old = set_header(json, "date", "Thu, 29 Feb 2024 12:00:00 GMT");
-    assert_eq!(handler.handle(request(&old)).await.status(), 403);
+    assert_eq!(handler.handle(request_from_json(&old)).await.status(), 403);
 }
 
 #[tokio::test]
 async fn an_unreachable_store_is_503() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let client =
-        aws_sdk_dynamodb::Client::new(&sdk_config_for(&format!("http://127.0.0.1:{port}")).await);
-    let handler = handler(
-        DynamoStore::new(client, "unreachable"),
-        Arc::new(FakeFetcher::new()),
-    );
+    let handler = handler(unreachable_store().await, Arc::new(FakeFetcher::new()));
     assert_eq!(
         handler
             .handle(fixture_request("mns-xml.json"))

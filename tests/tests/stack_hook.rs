@@ -1,14 +1,14 @@
 //! stack-hook through its handler, against DynamoDB on moto, with requests from `events/`.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeZone, Utc};
 use hub_core::certs::testing::FakeFetcher;
 use hub_core::clock::{FixedClock, SystemClock};
 use hub_core::store::DynamoStore;
-use hub_tests::moto::sdk_config_for;
-use hub_tests::template::create_events_table;
-use hub_tests::{fixture_request, fixture_vars, sns_verifier, unique_name, Moto};
-use lambda_http::{Body, Request, Response};
+use hub_tests::{
+    attr, body_json, fixture_request, fixture_vars, fresh_store, scan_items, sns_verifier,
+    unreachable_store,
+};
+use lambda_http::{Body, Request};
 use serde_json::{json, Value};
 use stack_hook::{StackHook, StackHookConfig};
 use std::collections::HashMap;
@@ -26,38 +26,6 @@ fn hook<C: hub_core::clock::Clock>(store: DynamoStore, clock: C) -> Hook<C> {
     StackHook::new(store, clock, config(), sns)
 }
 
-async fn store() -> DynamoStore {
-    let client = Moto::shared().dynamodb().await;
-    let table = unique_name("stack-hook");
-    create_events_table(&client, &table).await;
-    DynamoStore::new(client, table)
-}
-
-async fn items(store: &DynamoStore) -> Vec<HashMap<String, AttributeValue>> {
-    let output = store
-        .client()
-        .scan()
-        .table_name(store.table())
-        .send()
-        .await
-        .unwrap();
-    output.items().to_vec()
-}
-
-fn body_json(response: &Response<Body>) -> Value {
-    match response.body() {
-        Body::Text(text) => serde_json::from_str(text).expect("JSON body"),
-        other => panic!("expected a text body, got {other:?}"),
-    }
-}
-
-fn s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> &'a str {
-    item.get(name)
-        .unwrap_or_else(|| panic!("item lacks {name}"))
-        .as_s()
-        .unwrap()
-}
-
 fn with_uri(mut request: Request, uri: &str) -> Request {
     *request.uri_mut() = uri.parse().unwrap();
     request
@@ -70,7 +38,7 @@ fn with_body(mut request: Request, body: Vec<u8>) -> Request {
 
 #[tokio::test]
 async fn ros_webhook_is_stored_with_the_interface_attributes() {
-    let store = store().await;
+    let store = fresh_store("stack-hook").await;
     let hook = hook(store.clone(), SystemClock);
     let response = hook
         .handle(fixture_request("stack-hook-ros-create-complete.json"))
@@ -78,23 +46,23 @@ async fn ros_webhook_is_stored_with_the_interface_attributes() {
     assert_eq!(response.status(), 200);
     assert_eq!(body_json(&response)["status"], "stored");
 
-    let items = items(&store).await;
+    let items = scan_items(&store).await;
     assert_eq!(items.len(), 1);
     let item = &items[0];
-    assert_eq!(s(item, "source"), "stack");
-    assert_eq!(s(item, "event_type"), "CREATE_COMPLETE");
-    assert_eq!(s(item, "subject"), "test-notification-url");
-    assert!(s(item, "event_id").starts_with("ros-"));
-    assert!(hub_core::event::parse_time(s(item, "received_at")).is_some());
+    assert_eq!(attr(item, "source"), "stack");
+    assert_eq!(attr(item, "event_type"), "CREATE_COMPLETE");
+    assert_eq!(attr(item, "subject"), "test-notification-url");
+    assert!(attr(item, "event_id").starts_with("ros-"));
+    assert!(hub_core::event::parse_time(attr(item, "received_at")).is_some());
     assert!(!item.contains_key("occurred_at"), "ROS gives no event time");
-    let payload: Value = serde_json::from_str(s(item, "payload")).unwrap();
+    let payload: Value = serde_json::from_str(attr(item, "payload")).unwrap();
     assert_eq!(payload["StackId"], "80bd6b6c-e888-4573-ae3b-93d29113a1b2");
     assert_eq!(payload["Outputs"][0]["OutputKey"], "InstanceId");
 }
 
 #[tokio::test]
 async fn twenty_concurrent_deliveries_are_one_item() {
-    let store = store().await;
+    let store = fresh_store("stack-hook").await;
     let hook = Arc::new(hook(store.clone(), SystemClock));
     let tasks: Vec<_> = (0..20)
         .map(|_| {
@@ -116,12 +84,12 @@ async fn twenty_concurrent_deliveries_are_one_item() {
         1,
         "{outcomes:?}"
     );
-    assert_eq!(items(&store).await.len(), 1);
+    assert_eq!(scan_items(&store).await.len(), 1);
 }
 
 #[tokio::test]
 async fn refused_requests_store_nothing() {
-    let store = store().await;
+    let store = fresh_store("stack-hook").await;
     let hook = hook(store.clone(), SystemClock);
     let fixture = || fixture_request("stack-hook-ros-create-complete.json");
 
@@ -155,18 +123,12 @@ async fn refused_requests_store_nothing() {
     assert_eq!(huge.status(), 413);
     assert_eq!(body_json(&huge)["error"], "payload_too_large");
 
-    assert!(items(&store).await.is_empty());
+    assert!(scan_items(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn an_unreachable_store_answers_503_never_200() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let client =
-        aws_sdk_dynamodb::Client::new(&sdk_config_for(&format!("http://127.0.0.1:{port}")).await);
-    let hook = hook(DynamoStore::new(client, "unreachable"), SystemClock);
+    let hook = hook(unreachable_store().await, SystemClock);
     for fixture in [
         "stack-hook-ros-create-complete.json",
         "stack-hook-ros-update-complete.json",
@@ -181,7 +143,7 @@ async fn an_unreachable_store_answers_503_never_200() {
 
 #[tokio::test]
 async fn status_follows_the_newest_notification() {
-    let store = store().await;
+    let store = fresh_store("stack-hook").await;
     let clock = Arc::new(FixedClock::at(
         Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap(),
     ));

@@ -9,9 +9,10 @@ use hub_core::store::DynamoStore;
 use hub_tests::fixtures::{
     cfn_message, signed_sns, sns_request, stack_event_request, CFN_STACK_ID, STACK_EVENTS_TOPIC,
 };
-use hub_tests::template::create_events_table;
-use hub_tests::{fixture_request, fixture_vars, sns_verifier, unique_name, Moto};
-use lambda_http::{Body, Request, Response};
+use hub_tests::{
+    body_json, fixture_request, fixture_vars, fresh_store, request_from_json, sns_verifier,
+};
+use lambda_http::Request;
 use serde_json::Value;
 use stack_hook::{StackHook, StackHookConfig};
 use std::collections::HashMap;
@@ -20,10 +21,7 @@ use std::sync::Arc;
 type Hook = StackHook<DynamoStore, SystemClock, Arc<FakeFetcher>>;
 
 async fn setup() -> (Hook, DynamoStore, Arc<FakeFetcher>) {
-    let client = Moto::shared().dynamodb().await;
-    let table = unique_name("stack-sns");
-    create_events_table(&client, &table).await;
-    let store = DynamoStore::new(client, table);
+    let store = fresh_store("stack-sns").await;
     let vars = fixture_vars("StackHookFunction");
     let fetcher = Arc::new(FakeFetcher::new());
     let sns = sns_verifier(&vars, fetcher.clone());
@@ -36,22 +34,11 @@ async fn setup() -> (Hook, DynamoStore, Arc<FakeFetcher>) {
     (hook, store, fetcher)
 }
 
-fn request(json: &Value) -> Request {
-    lambda_http::request::from_str(&json.to_string()).expect("an API Gateway request")
-}
-
 fn get(path: &str) -> Request {
     let mut request = fixture_request("stack-hook-get-status.json");
     *request.uri_mut() = path.parse().unwrap();
     use lambda_http::RequestExt;
     request.with_path_parameters(HashMap::<String, String>::new())
-}
-
-fn body_json(response: &Response<Body>) -> Value {
-    match response.body() {
-        Body::Text(text) => serde_json::from_str(text).expect("JSON body"),
-        other => panic!("expected a text body, got {other:?}"),
-    }
 }
 
 async fn count(store: &DynamoStore) -> usize {
@@ -99,7 +86,7 @@ async fn a_stack_creation_ends_terminal_and_resources_never_set_the_status() {
         resource_event("Queue", "CREATE_FAILED", "2024-03-01T12:00:31.000Z"),
     ];
     for event in &sequence {
-        let response = hook.handle(request(event)).await;
+        let response = hook.handle(request_from_json(event)).await;
         assert_eq!(response.status(), 200, "{}", body_json(&response));
     }
     // A resource failed after the stack started: the stack is still in progress.
@@ -107,14 +94,14 @@ async fn a_stack_creation_ends_terminal_and_resources_never_set_the_status() {
     assert_eq!(status["status"], "CREATE_IN_PROGRESS");
     assert_eq!(status["terminal"], false);
 
-    hook.handle(request(&stack_event(
+    hook.handle(request_from_json(&stack_event(
         2,
         "CREATE_COMPLETE",
         "2024-03-01T12:01:00.000Z",
     )))
     .await;
     // A late resource event (newer timestamp) changes nothing either.
-    hook.handle(request(&resource_event(
+    hook.handle(request_from_json(&resource_event(
         "Cleanup",
         "DELETE_COMPLETE",
         "2024-03-01T12:02:00.000Z",
@@ -208,7 +195,9 @@ async fn subscriptions_are_confirmed_only_for_allowed_topics() {
     );
     let subscribe_url = allowed["SubscribeURL"].as_str().unwrap().to_owned();
     fetcher.respond(&subscribe_url, 200, "<ConfirmSubscriptionResponse/>");
-    let response = hook.handle(request(&sns_request(&allowed, "c"))).await;
+    let response = hook
+        .handle(request_from_json(&sns_request(&allowed, "c")))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(fetcher.requests(), vec![subscribe_url.clone()]);
 
@@ -220,7 +209,9 @@ async fn subscriptions_are_confirmed_only_for_allowed_topics() {
         None,
         "2024-03-01T12:00:00.000Z",
     );
-    let response = hook.handle(request(&sns_request(&unlisted, "c"))).await;
+    let response = hook
+        .handle(request_from_json(&sns_request(&unlisted, "c")))
+        .await;
     assert_eq!(response.status(), 403);
     assert_eq!(
         fetcher.requests().len(),
@@ -240,7 +231,7 @@ async fn subscriptions_are_confirmed_only_for_allowed_topics() {
     fetcher.respond(failing["SubscribeURL"].as_str().unwrap(), 500, "");
     // The same URL as before answers 500 now.
     assert_eq!(
-        hook.handle(request(&sns_request(&failing, "c")))
+        hook.handle(request_from_json(&sns_request(&failing, "c")))
             .await
             .status(),
         503
@@ -257,17 +248,23 @@ async fn unsigned_tampered_or_malformed_envelopes() {
         .unwrap()
         .replace("CREATE_COMPLETE", "DELETE_COMPLETE");
     tampered["body"] = body.into();
-    assert_eq!(hook.handle(request(&tampered)).await.status(), 403);
+    assert_eq!(
+        hook.handle(request_from_json(&tampered)).await.status(),
+        403
+    );
 
     let mut unsigned = stack_event(1, "CREATE_COMPLETE", "2024-03-01T12:00:00.000Z");
     let mut envelope: Value = serde_json::from_str(unsigned["body"].as_str().unwrap()).unwrap();
     envelope.as_object_mut().unwrap().remove("Signature");
     unsigned["body"] = envelope.to_string().into();
-    assert_eq!(hook.handle(request(&unsigned)).await.status(), 403);
+    assert_eq!(
+        hook.handle(request_from_json(&unsigned)).await.status(),
+        403
+    );
 
     // Signed and allowed, but not a CloudFormation message: authenticated, so 400.
     let hello = stack_event_request("m-hello", "Hello world", "r");
-    let response = hook.handle(request(&hello)).await;
+    let response = hook.handle(request_from_json(&hello)).await;
     assert_eq!(response.status(), 400);
     assert_eq!(body_json(&response)["error"], "bad_request");
 
