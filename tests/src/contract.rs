@@ -20,6 +20,25 @@ fn event(source: Source, id: &str, subject: &str, time: DateTime<Utc>) -> Event 
     )
 }
 
+/// Follows `next` cursors through pages of two, checking each page's size; the event ids in order.
+async fn pages_of_two<F, Fut>(mut fetch: F) -> Vec<String>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<hub_core::store::Page, StoreError>>,
+{
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let result = fetch(page.clone()).await.unwrap();
+        assert!(result.events.len() <= 2);
+        seen.extend(result.events.into_iter().map(|e| e.event_id));
+        match result.next {
+            Some(next) => page.cursor = Some(next),
+            None => return seen,
+        }
+    }
+}
+
 /// Runs every contract check against `store`, which must be empty.
 pub async fn run_all<S: EventStore>(store: &S) {
     put_is_idempotent(store).await;
@@ -77,20 +96,12 @@ pub async fn history_is_newest_first_and_paginated<S: EventStore>(store: &S) {
         .await
         .unwrap();
 
-    let mut seen = Vec::new();
-    let mut page = PageRequest::first(2);
-    loop {
-        let result = store
+    let seen = pages_of_two(|page| async move {
+        store
             .events_about(Source::Dingtalk, "approval-1", &page)
             .await
-            .unwrap();
-        assert!(result.events.len() <= 2);
-        seen.extend(result.events.into_iter().map(|e| e.event_id));
-        match result.next {
-            Some(next) => page.cursor = Some(next),
-            None => break,
-        }
-    }
+    })
+    .await;
     assert_eq!(seen, ["h-4", "h-3", "h-2", "h-1", "h-0", "h-early"]);
     let empty = store
         .events_about(Source::Dingtalk, "nobody", &PageRequest::first(10))
@@ -179,20 +190,9 @@ pub async fn timeline_spans_months_oldest_first<S: EventStore>(store: &S) {
         from: at(2023, 11, 30, 23),
         to: at(2024, 4, 1, 0),
     };
-    let mut seen = Vec::new();
-    let mut page = PageRequest::first(2);
-    loop {
-        let result = store
-            .events_between(Source::S3, range, &page)
-            .await
-            .unwrap();
-        assert!(result.events.len() <= 2);
-        seen.extend(result.events.into_iter().map(|e| e.event_id));
-        match result.next {
-            Some(next) => page.cursor = Some(next),
-            None => break,
-        }
-    }
+    let seen =
+        pages_of_two(|page| async move { store.events_between(Source::S3, range, &page).await })
+            .await;
     // `from` is inclusive, `to` exclusive; "dup-1" (S3, 2024-01-01) is in range too.
     assert_eq!(seen, ["t-0", "t-1", "dup-1", "t-2", "t-3"]);
     let empty = TimeRange {

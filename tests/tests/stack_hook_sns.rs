@@ -10,7 +10,8 @@ use hub_tests::fixtures::{
     cfn_message, signed_sns, sns_request, stack_event_request, CFN_STACK_ID, STACK_EVENTS_TOPIC,
 };
 use hub_tests::{
-    body_json, fixture_request, fixture_vars, fresh_store, request_from_json, sns_verifier,
+    body_json, fixture_request, fixture_vars, fresh_store, request_from_json, scan_items,
+    sns_verifier,
 };
 use lambda_http::Request;
 use serde_json::Value;
@@ -39,17 +40,6 @@ fn get(path: &str) -> Request {
     *request.uri_mut() = path.parse().unwrap();
     use lambda_http::RequestExt;
     request.with_path_parameters(HashMap::<String, String>::new())
-}
-
-async fn count(store: &DynamoStore) -> usize {
-    store
-        .client()
-        .scan()
-        .table_name(store.table())
-        .send()
-        .await
-        .unwrap()
-        .count() as usize
 }
 
 fn stack_event(n: u32, status: &str, at: &str) -> Value {
@@ -139,7 +129,7 @@ async fn a_stack_creation_ends_terminal_and_resources_never_set_the_status() {
     assert_eq!(history["events"][1]["sets_status"], true);
     assert_eq!(history["events"][2]["sets_status"], false);
     assert!(history["next"].is_string(), "six events, pages of three");
-    assert_eq!(count(&store).await, 6);
+    assert_eq!(scan_items(&store).await.len(), 6);
 }
 
 #[tokio::test]
@@ -154,16 +144,9 @@ async fn each_event_id_is_stored_once() {
             assert_eq!(response.status(), 200);
         }
     }
-    assert_eq!(count(&store).await, 2);
-    let output = store
-        .client()
-        .scan()
-        .table_name(store.table())
-        .send()
-        .await
-        .unwrap();
-    let resource = output
-        .items()
+    assert_eq!(scan_items(&store).await.len(), 2);
+    let items = scan_items(&store).await;
+    let resource = items
         .iter()
         .find(|i| i["event_id"].as_s().unwrap().starts_with("ArtifactsBucket"))
         .expect("the resource event");
@@ -236,7 +219,11 @@ async fn subscriptions_are_confirmed_only_for_allowed_topics() {
             .status(),
         503
     );
-    assert_eq!(count(&store).await, 0, "handshakes are not events");
+    assert_eq!(
+        scan_items(&store).await.len(),
+        0,
+        "handshakes are not events"
+    );
 }
 
 #[tokio::test]
@@ -268,7 +255,7 @@ async fn unsigned_tampered_or_malformed_envelopes() {
     assert_eq!(response.status(), 400);
     assert_eq!(body_json(&response)["error"], "bad_request");
 
-    assert_eq!(count(&store).await, 0);
+    assert_eq!(scan_items(&store).await.len(), 0);
     assert!(
         fetcher.requests().is_empty(),
         "the pinned certificate is never fetched"

@@ -342,15 +342,18 @@ mod tests {
         serde_json::from_str(VECTORS).unwrap()
     }
 
+    fn pinned() -> HashMap<String, Arc<rsa::RsaPublicKey>> {
+        let v = vectors();
+        let key = public_key_from_pem(v["certificate_pem"].as_str().unwrap().as_bytes()).unwrap();
+        HashMap::from([(
+            v["certificate_url"].as_str().unwrap().to_owned(),
+            Arc::new(key),
+        )])
+    }
+
     fn verifier() -> SnsVerifier<CountingFetcher> {
         let v = vectors();
-        let mut pinned = HashMap::new();
-        pinned.insert(
-            v["certificate_url"].as_str().unwrap().to_owned(),
-            Arc::new(
-                public_key_from_pem(v["certificate_pem"].as_str().unwrap().as_bytes()).unwrap(),
-            ),
-        );
+        let pinned = pinned();
         let topics = v["messages"]
             .as_array()
             .unwrap()
@@ -458,16 +461,8 @@ mod tests {
 
     #[tokio::test]
     async fn unlisted_topics_are_refused() {
-        let v = vectors();
-        let mut pinned = HashMap::new();
-        pinned.insert(
-            v["certificate_url"].as_str().unwrap().to_owned(),
-            Arc::new(
-                public_key_from_pem(v["certificate_pem"].as_str().unwrap().as_bytes()).unwrap(),
-            ),
-        );
         let only_other = SnsVerifier::new(
-            CertificateCache::new(CountingFetcher::default(), pinned),
+            CertificateCache::new(CountingFetcher::default(), pinned()),
             vec!["arn:aws:sns:us-east-2:295079676684:another".into()],
         );
         let result = only_other.verify(&parse_object(&message(0)).unwrap()).await;

@@ -71,20 +71,21 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
     }
 
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        let result = match route(&request) {
-            Route::Hooks => match require_method(&request, &[Method::POST], "POST") {
-                Ok(()) => self.receive(&request).await,
-                Err(e) => Err(e),
-            },
+        respond(self.dispatch(&request).await)
+    }
+
+    async fn dispatch(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        match route(request) {
+            Route::Hooks => {
+                require_method(request, &[Method::POST], "POST")?;
+                self.receive(request).await
+            }
             Route::Stack(stack) => {
-                match require_method(&request, &[Method::GET, Method::HEAD], "GET, HEAD") {
-                    Ok(()) => self.status(&request, &stack).await,
-                    Err(e) => Err(e),
-                }
+                require_method(request, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+                self.status(request, &stack).await
             }
             Route::Unknown => Err(ApiError::NotFound("no such route".into())),
-        };
-        respond(result)
+        }
     }
 
     /// ROS webhooks, or SNS envelopes carrying CloudFormation stack events.
@@ -100,7 +101,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
                 self.receive_sns(&envelope).await
             }
             _ if sns_type.is_some() => Err(ApiError::forbidden("not a verifiable SNS message")),
-            _ => self.receive_ros(request, body).await,
+            object => self.receive_ros(request, object).await,
         }
     }
 
@@ -141,7 +142,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
     async fn receive_ros(
         &self,
         request: &Request,
-        body: &[u8],
+        body: Option<serde_json::Map<String, Value>>,
     ) -> Result<Response<Body>, ApiError> {
         let Some(token) = &self.config.token else {
             return Err(ApiError::forbidden(
@@ -149,8 +150,10 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             ));
         };
         require_callback_token(request, token)?;
-        let notification =
-            ros::parse(body).map_err(|e: RosError| ApiError::bad_request(e.to_string()))?;
+        let notification = body
+            .ok_or(RosError::NotAnObject)
+            .and_then(ros::parse_object)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let received_at = self.clock.now();
         let key = ros::idempotency_key(&notification, received_at, self.config.dedup_window_secs);
 
@@ -352,6 +355,11 @@ mod tests {
         }
     }
 
+    /// Posts a ROS notification with the right token; the reply's `status` field.
+    async fn deliver(hook: &TestHook, body: &str) -> Value {
+        json_of(&hook.handle(post(body, Some(TOKEN))).await)["status"].clone()
+    }
+
     fn ros(status: &str) -> String {
         format!(
             r#"{{"StackId":"uuid-1","StackName":"web","Status":"{status}","Outputs":[{{"OutputKey":"Url","OutputValue":"http://x"}}]}}"#
@@ -361,44 +369,16 @@ mod tests {
     #[tokio::test]
     async fn retries_within_and_across_a_window_collapse() {
         let (hook, store, clock) = hook();
-        assert_eq!(
-            json_of(
-                &hook
-                    .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
-                    .await
-            )["status"],
-            "stored"
-        );
+        assert_eq!(deliver(&hook, &ros("CREATE_COMPLETE")).await, "stored");
         clock.advance(chrono::Duration::seconds(30));
-        assert_eq!(
-            json_of(
-                &hook
-                    .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
-                    .await
-            )["status"],
-            "duplicate"
-        );
+        assert_eq!(deliver(&hook, &ros("CREATE_COMPLETE")).await, "duplicate");
         // 12:00 is the start of a window, so 12:10:30 is in the next one.
         clock.advance(chrono::Duration::seconds(600));
-        assert_eq!(
-            json_of(
-                &hook
-                    .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
-                    .await
-            )["status"],
-            "duplicate"
-        );
+        assert_eq!(deliver(&hook, &ros("CREATE_COMPLETE")).await, "duplicate");
         assert_eq!(store.len(), 1);
         // An hour later the same status is a new event.
         clock.advance(chrono::Duration::hours(1));
-        assert_eq!(
-            json_of(
-                &hook
-                    .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
-                    .await
-            )["status"],
-            "stored"
-        );
+        assert_eq!(deliver(&hook, &ros("CREATE_COMPLETE")).await, "stored");
         assert_eq!(store.len(), 2);
     }
 

@@ -29,9 +29,14 @@ pub enum RosError {
 }
 
 pub fn parse(body: &[u8]) -> Result<RosNotification, RosError> {
-    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
-        return Err(RosError::NotAnObject);
-    };
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(body)) => parse_object(body),
+        _ => Err(RosError::NotAnObject),
+    }
+}
+
+/// The checks of [`parse`] on a body already parsed as a JSON object.
+pub fn parse_object(body: Map<String, Value>) -> Result<RosNotification, RosError> {
     let text = |name: &'static str| -> Result<String, RosError> {
         match body.get(name) {
             Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
