@@ -31,6 +31,9 @@ step "cfn-lint template.yaml"
 step "sam validate --lint"
 "$lint_bin/sam" validate --lint --template-file template.yaml
 
+step "every interface route is in template.yaml"
+python3 scripts/check_routes.py
+
 
 echo
 echo "all checks passed"

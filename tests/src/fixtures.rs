@@ -386,7 +386,13 @@ pub fn stack_event_request(message_id: &str, cfn: &str, request_id: &str) -> Val
 }
 
 pub fn sns_request(envelope: &Value, request_id: &str) -> Value {
-    let mut request = ApiRequest::new("POST", "/stacks", "ANY /stacks", request_id);
+    sns_request_to("/stacks", envelope, request_id)
+}
+
+/// An SNS HTTPS delivery of `envelope` to `path` (`/stacks` or `/s3`).
+pub fn sns_request_to(path: &str, envelope: &Value, request_id: &str) -> Value {
+    let route = format!("ANY {path}");
+    let mut request = ApiRequest::new("POST", path, &route, request_id);
     let kind = envelope["Type"].as_str().unwrap_or_default().to_owned();
     request.headers = vec![
         ("content-type", "text/plain; charset=UTF-8".into()),
@@ -444,6 +450,129 @@ fn cfn_samples() -> Vec<(String, Value)> {
                 "7d3e9b4c-1a2f-5e6d-9c8b-0a1b2c3d4e5f",
                 &resource,
                 "sns-resource-0001",
+            ),
+        ),
+    ]
+}
+
+pub const S3_WEBHOOK_TOKEN: &str = "local-s3-webhook-token-0001";
+pub const S3_EVENTS_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:callback-hub-s3-events";
+
+/// The URL a user registers with VK Cloud: the API's `/s3` route with the token in the query.
+pub fn s3_webhook_url() -> String {
+    format!("https://abc123.execute-api.us-east-1.amazonaws.com/s3?token={S3_WEBHOOK_TOKEN}")
+}
+
+/// An AWS S3 event record (`eventVersion` 2.1); `encoded_key` is form-encoded as S3 sends it.
+pub fn aws_s3_record(
+    bucket: &str,
+    encoded_key: &str,
+    event_name: &str,
+    sequencer: &str,
+    event_time: &str,
+) -> Value {
+    let mut object = json!({"key": encoded_key, "sequencer": sequencer});
+    if event_name.starts_with("ObjectCreated") {
+        object["size"] = json!(11);
+        object["eTag"] = json!("5eb63bbbe01eeed093cb22bb8f5acdc3");
+    }
+    json!({
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": event_time, "eventName": event_name,
+        "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "203.0.113.20"},
+        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "callback-hub",
+               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"}, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": object}
+    })
+}
+
+/// An S3 event (or test event) as SNS delivers it to `POST /s3`.
+pub fn s3_sns_request(message: &Value, message_id: &str, request_id: &str) -> Value {
+    let envelope = signed_sns(
+        SnsKind::Notification,
+        S3_EVENTS_TOPIC,
+        message_id,
+        &message.to_string(),
+        Some("Amazon S3 Notification"),
+        "2024-03-01T12:10:00.000Z",
+    );
+    sns_request_to("/s3", &envelope, request_id)
+}
+
+/// A VK Cloud delivery: the token in the query (part of the registered URL), and VK's
+/// `X-Amz-Sns-Message-Type: Notification` on everything, the handshake included.
+pub fn vk_request(body: &Value, request_id: &str) -> Value {
+    let mut request = ApiRequest::new("POST", "/s3", "ANY /s3", request_id);
+    request.query.push(("token", S3_WEBHOOK_TOKEN.into()));
+    request.headers = vec![
+        ("content-type", "application/json".into()),
+        ("x-amz-sns-message-type", "Notification".into()),
+    ];
+    request.body = Some(body.to_string());
+    request.to_json()
+}
+
+/// The VK handshake body of the published vector (`vk-s3.json`).
+pub fn vk_handshake_body() -> Value {
+    json!({
+        "Timestamp": "2019-12-26T19:29:12+03:00",
+        "Type": "SubscriptionConfirmation",
+        "Message": "You have chosen to subscribe to the topic $topic. To confirm the subscription you need to response with calculated signature",
+        "TopicArn": "mcs2883541269|bucketA|s3:ObjectCreated:Put",
+        "SignatureVersion": 1,
+        "Token": "RPE5UuG94rGgBH6kHXN9FUPugFxj1hs2aUQc99btJp3E49tA"
+    })
+}
+
+/// VK records: `eventVersion` 1.0, `s3:` prefixes, numeric sequencers, raw keys.
+pub fn vk_record(key: &str, event_name: &str, sequencer: u64) -> Value {
+    json!({"s3": {"object": {"eTag": "aed563ecafb4bcc5654c597a421547b2", "sequencer": sequencer, "key": key, "size": 100},
+        "configurationId": "1", "bucket": {"name": "bucketA", "ownerIdentity": {"principalId": "mcs2883541269"}},
+        "s3SchemaVersion": "1.0"},
+      "eventVersion": "1.0", "requestParameters": {"sourceIPAddress": "185.6.245.156"},
+      "userIdentity": {"principalId": "2407013e-cbc1-415f-9102-16fb9bd6946b"},
+      "eventName": event_name, "awsRegion": "ru-msk", "eventSource": "aws:s3",
+      "responseElements": {"x-amz-request-id": "VGJR5rtJ"}})
+}
+
+fn s3_samples() -> Vec<(String, Value)> {
+    let created = json!({"Records": [aws_s3_record(
+        "photos-2024", "holiday/red+flower+%C3%A9t%C3%A9.jpg", "ObjectCreated:Put",
+        "0055AED6DCD90281E5", "2024-03-01T12:09:58.120Z")]});
+    let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent",
+        "Time": "2024-03-01T12:00:00.000Z", "Bucket": "photos-2024",
+        "RequestId": "5582815E1AEA5ADF", "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"});
+    vec![
+        (
+            "s3-vk-handshake.json".into(),
+            vk_request(&vk_handshake_body(), "vk-handshake-0001"),
+        ),
+        (
+            "s3-vk-records.json".into(),
+            vk_request(
+                &json!({"Records": [
+                    vk_record("reports/2024 q1.csv", "s3:ObjectCreated:Put", 1577453615),
+                    vk_record("reports/old.csv", "s3:ObjectRemoved:Delete", 1577453616)
+                ]}),
+                "vk-records-0001",
+            ),
+        ),
+        (
+            "s3-sns-object-created.json".into(),
+            s3_sns_request(
+                &created,
+                "b3c1e0f2-7a4d-5e6f-8a9b-0c1d2e3f4a5b",
+                "s3-sns-0001",
+            ),
+        ),
+        (
+            "s3-sns-test-event.json".into(),
+            s3_sns_request(
+                &test_event,
+                "a2b0d9e1-6c3b-5d4e-9f8a-1b2c3d4e5f6a",
+                "s3-test-0001",
             ),
         ),
     ]
@@ -632,6 +761,14 @@ fn env_json() -> Value {
             "DINGTALK_AES_KEY": DINGTALK_AES_KEY,
             "DINGTALK_OWNER_KEY": DINGTALK_OWNER_KEY
         },
+        "S3NotificationFunction": {
+            "EVENTS_TABLE": "callback-hub-local",
+            "AWS_ENDPOINT_URL": "http://host.docker.internal:5000",
+            "S3_WEBHOOK_TOKEN": S3_WEBHOOK_TOKEN,
+            "S3_WEBHOOK_URL": s3_webhook_url(),
+            "SNS_TOPIC_ARNS": S3_EVENTS_TOPIC,
+            "PINNED_CERTS_FILE": "events/pinned-certs.json"
+        },
         "MnsFunction": {
             "EVENTS_TABLE": "callback-hub-local",
             "AWS_ENDPOINT_URL": "http://host.docker.internal:5000",
@@ -647,6 +784,7 @@ pub fn all() -> Vec<(String, String)> {
     files.extend(cfn_samples());
     files.extend(dingtalk_samples());
     files.extend(mns_samples());
+    files.extend(s3_samples());
     files.push(("env.json".into(), env_json()));
     files.push(("pinned-certs.json".into(), pinned_certs()));
     files

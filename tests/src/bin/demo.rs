@@ -55,6 +55,15 @@ async fn main() -> ExitCode {
         mns_endpoint::MnsConfig::from_vars(&vars).expect("events/env.json"),
     );
 
+    let vars = fixture_vars("S3NotificationFunction");
+    let s3 = s3_notification::S3Handler::<_, _, _, s3_notification::S3Transfer>::new(
+        store.clone(),
+        SystemClock,
+        s3_notification::S3Config::from_vars(&vars).expect("events/env.json"),
+        hub_core::sns::verifier_from_vars(&vars).expect("events/env.json"),
+        None,
+    );
+
     let mut names: Vec<String> = std::fs::read_dir(repo_root().join("events"))
         .expect("events/ exists")
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
@@ -74,6 +83,8 @@ async fn main() -> ExitCode {
             dingtalk.handle(request).await
         } else if path == "/mns" {
             mns.handle(request).await
+        } else if path == "/s3" {
+            s3.handle(request).await
         } else {
             println!("{name}: no function serves {line} yet");
             failures += 1;
@@ -96,6 +107,14 @@ async fn main() -> ExitCode {
         (Source::Dingtalk, hub_tests::fixtures::APPROVAL_ID, 2),
         (Source::Dingtalk, "user:manager7140", 1),
         (Source::Mns, "orders", 3),
+        (Source::S3, "bucketA/reports/2024 q1.csv", 1),
+        (Source::S3, "bucketA/reports/old.csv", 1),
+        (
+            Source::S3,
+            "photos-2024/holiday/red flower \u{e9}t\u{e9}.jpg",
+            1,
+        ),
+        (Source::S3, "photos-2024", 1),
     ];
     for (source, subject, count) in expected {
         let history = store

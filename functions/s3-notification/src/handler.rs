@@ -1,0 +1,410 @@
+//! `POST /s3`: the VK handshake, VK records, and SNS envelopes carrying AWS S3 events.
+
+use crate::mirror::{Mirror, MirrorError, MirrorOutcome, ObjectTransfer};
+use crate::records::{self, ObjectRecord, S3Notification, TestEvent};
+use crate::vk::VkHandshake;
+use crate::S3Config;
+use http::{Method, StatusCode};
+use hub_core::auth::require_callback_token;
+use hub_core::certs::Fetcher;
+use hub_core::clock::Clock;
+use hub_core::event::{Event, Source};
+use hub_core::http::{json_response, raw_body, require_method, respond, ApiError};
+use hub_core::sns::{Received, SnsVerifier};
+use hub_core::store::{EventWriter, MirrorLedger, PutOutcome};
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Map, Value};
+
+/// What `s3-notification` needs from the store: events, and the mirror's ledger.
+pub trait S3Store: EventWriter + MirrorLedger {}
+impl<T: EventWriter + MirrorLedger> S3Store for T {}
+
+pub struct S3Handler<S, C, F, T> {
+    store: S,
+    clock: C,
+    config: S3Config,
+    sns: SnsVerifier<F>,
+    mirror: Option<Mirror<T>>,
+}
+
+/// How a body presents itself. VK sends `X-Amz-Sns-Message-Type: Notification` on everything,
+/// its handshake included, so the body decides, never that header.
+enum Kind {
+    VkHandshake(Map<String, Value>),
+    Sns(Map<String, Value>),
+    Direct(Option<Map<String, Value>>),
+}
+
+fn classify(body: &[u8]) -> Kind {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) if VkHandshake::detect(&object) => Kind::VkHandshake(object),
+        Ok(Value::Object(object))
+            if matches!(
+                object.get("Type").and_then(Value::as_str),
+                Some("Notification" | "SubscriptionConfirmation" | "UnsubscribeConfirmation")
+            ) =>
+        {
+            Kind::Sns(object)
+        }
+        Ok(Value::Object(object)) => Kind::Direct(Some(object)),
+        _ => Kind::Direct(None),
+    }
+}
+
+impl<S: S3Store, C: Clock, F: Fetcher, T: ObjectTransfer> S3Handler<S, C, F, T> {
+    pub fn new(
+        store: S,
+        clock: C,
+        config: S3Config,
+        sns: SnsVerifier<F>,
+        mirror: Option<Mirror<T>>,
+    ) -> Self {
+        S3Handler {
+            store,
+            clock,
+            config,
+            sns,
+            mirror,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn mirror(&self) -> Option<&Mirror<T>> {
+        self.mirror.as_ref()
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        respond(self.dispatch(&request).await)
+    }
+
+    async fn dispatch(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        require_method(request, &[Method::POST], "POST")?;
+        let body = raw_body(request, self.config.edge.max_body_bytes)?;
+        match classify(body) {
+            Kind::VkHandshake(object) => self.vk_handshake(request, &object),
+            Kind::Sns(envelope) => self.receive_sns(&envelope).await,
+            Kind::Direct(object) => self.receive_direct(request, object).await,
+        }
+    }
+
+    fn vk(&self) -> Result<&crate::VkConfig, ApiError> {
+        self.config
+            .vk
+            .as_ref()
+            .ok_or_else(|| ApiError::forbidden("VK webhooks are not enabled (no S3_WEBHOOK_TOKEN)"))
+    }
+
+    /// VK registers the URL with our token in it, so the handshake carries the token too.
+    fn vk_handshake(
+        &self,
+        request: &Request,
+        object: &Map<String, Value>,
+    ) -> Result<Response<Body>, ApiError> {
+        let vk = self.vk()?;
+        require_callback_token(request, &vk.token)?;
+        let Some(url) = &vk.webhook_url else {
+            return Err(ApiError::forbidden(
+                "VK handshake cannot be answered: S3_WEBHOOK_URL is not set",
+            ));
+        };
+        let handshake =
+            VkHandshake::parse(object).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        tracing::info!(bucket = handshake.bucket(), "VK webhook handshake answered");
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"signature": handshake.signature(url.expose())}),
+        ))
+    }
+
+    /// VK records, or an S3 body without an envelope: authenticated by the shared token.
+    async fn receive_direct(
+        &self,
+        request: &Request,
+        object: Option<Map<String, Value>>,
+    ) -> Result<Response<Body>, ApiError> {
+        require_callback_token(request, &self.vk()?.token)?;
+        let object = object.ok_or_else(|| ApiError::bad_request("body is not a JSON object"))?;
+        let notification =
+            records::parse_object(object).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        self.accept(notification).await
+    }
+
+    /// The signature and the topic allow-list authenticate SNS; no token is involved.
+    async fn receive_sns(&self, envelope: &Map<String, Value>) -> Result<Response<Body>, ApiError> {
+        let message = match self.sns.receive(envelope).await? {
+            Received::Handshake => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"status": "confirmed"}),
+                ))
+            }
+            Received::Notification(message) => message,
+        };
+        let notification = records::parse(message.message.as_bytes())
+            .map_err(|e| ApiError::bad_request(format!("SNS message: {e}")))?;
+        self.accept(notification).await
+    }
+
+    async fn accept(&self, notification: S3Notification) -> Result<Response<Body>, ApiError> {
+        match notification {
+            S3Notification::Test(test) => self.store_test_event(test).await,
+            S3Notification::Records(records) => self.store_records(&records).await,
+        }
+    }
+
+    async fn store_test_event(&self, test: TestEvent) -> Result<Response<Body>, ApiError> {
+        let event = Event::new(
+            Source::S3,
+            test.event_id(),
+            TestEvent::EVENT_TYPE,
+            test.bucket.clone(),
+            test.raw.to_string(),
+            self.clock.now(),
+        )
+        .occurred_at(test.time)
+        .history_only()
+        .retained_for_days(self.config.edge.event_ttl_days);
+        let outcome = self.store.put_event(&event).await?;
+        tracing::info!(outcome = outcome_str(outcome), bucket = %test.bucket, "S3 test event accepted");
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": outcome_str(outcome), "records": [
+                {"event_id": event.event_id, "event_type": TestEvent::EVENT_TYPE, "outcome": outcome_str(outcome)}
+            ]}),
+        ))
+    }
+
+    /// Every record is stored before anything is mirrored, so that a mirror failure (503) never
+    /// loses an event: the retry finds the events stored and only redoes the mirroring.
+    async fn store_records(&self, records: &[ObjectRecord]) -> Result<Response<Body>, ApiError> {
+        let received_at = self.clock.now();
+        let mut results = Vec::with_capacity(records.len());
+        for record in records {
+            let event = Event::new(
+                Source::S3,
+                record.event_id(),
+                record.event_name.clone(),
+                record.subject(),
+                record.raw.to_string(),
+                received_at,
+            )
+            .occurred_at(record.event_time)
+            .retained_for_days(self.config.edge.event_ttl_days);
+            let outcome = self.store.put_event(&event).await?;
+            results.push((event.event_id, outcome, None::<MirrorOutcome>));
+        }
+        if let Some(mirror) = &self.mirror {
+            for (record, (event_id, _, mirrored)) in records.iter().zip(results.iter_mut()) {
+                let outcome = mirror
+                    .apply(&self.store, record, event_id)
+                    .await
+                    .map_err(mirror_error)?;
+                *mirrored = Some(outcome);
+            }
+        }
+        let any_stored = results.iter().any(|(_, o, _)| *o == PutOutcome::Stored);
+        let entries: Vec<Value> = results
+            .iter()
+            .zip(records)
+            .map(|((event_id, outcome, mirrored), record)| {
+                tracing::info!(
+                    outcome = outcome_str(*outcome),
+                    mirror = mirrored.map(MirrorOutcome::as_str),
+                    event_type = %record.event_name,
+                    bucket = %record.bucket,
+                    event_id,
+                    "S3 record accepted"
+                );
+                let mut entry = json!({
+                    "event_id": event_id,
+                    "event_type": record.event_name,
+                    "outcome": outcome_str(*outcome),
+                });
+                if let Some(mirrored) = mirrored {
+                    entry["mirror"] = json!(mirrored.as_str());
+                }
+                entry
+            })
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "status": if any_stored { "stored" } else { "duplicate" },
+                "records": entries,
+            }),
+        ))
+    }
+}
+
+fn outcome_str(outcome: PutOutcome) -> &'static str {
+    match outcome {
+        PutOutcome::Stored => "stored",
+        PutOutcome::Duplicate => "duplicate",
+    }
+}
+
+fn mirror_error(err: MirrorError) -> ApiError {
+    match err {
+        MirrorError::Ledger(store) => store.into(),
+        MirrorError::Transfer(detail) => {
+            tracing::warn!(error = %detail, "mirror transfer failed");
+            ApiError::Unavailable("mirror bucket unavailable, retry later".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirror::testing::MemoryTransfer;
+    use hub_core::certs::testing::FakeFetcher;
+    use hub_core::certs::CertificateCache;
+    use hub_core::clock::FixedClock;
+    use hub_core::store::memory::MemoryStore;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    const VECTOR: &str = include_str!("../tests/fixtures/vk-s3.json");
+    const TOKEN: &str = "vk-test-token-0123456789";
+
+    fn handler(
+        mirror: bool,
+    ) -> S3Handler<Arc<MemoryStore>, FixedClock, FakeFetcher, Arc<MemoryTransfer>> {
+        let config = S3Config::from_vars(&[
+            ("S3_WEBHOOK_TOKEN", TOKEN),
+            ("S3_WEBHOOK_URL", "http://test.com"),
+        ])
+        .unwrap();
+        let sns = SnsVerifier::new(
+            CertificateCache::new(FakeFetcher::new(), HashMap::new()),
+            vec![],
+        );
+        S3Handler::new(
+            Arc::new(MemoryStore::new()),
+            FixedClock::at(hub_core::event::parse_time("2024-05-01T10:00:00Z").unwrap()),
+            config,
+            sns,
+            mirror.then(|| Mirror::new(Arc::new(MemoryTransfer::default()))),
+        )
+    }
+
+    fn post(uri: &str, body: &str) -> Request {
+        http::Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("x-amz-sns-message-type", "Notification")
+            .body(Body::Text(body.to_owned()))
+            .unwrap()
+    }
+
+    async fn call(
+        handler: &S3Handler<Arc<MemoryStore>, FixedClock, FakeFetcher, Arc<MemoryTransfer>>,
+        request: Request,
+    ) -> (u16, Value) {
+        let response = handler.handle(request).await;
+        let status = response.status().as_u16();
+        let body = match response.body() {
+            Body::Text(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        (status, body)
+    }
+
+    fn vk_records(key: &str, name: &str, sequencer: u64) -> String {
+        json!({"Records": [{"eventVersion": "1.0", "eventName": name, "eventSource": "aws:s3",
+            "s3": {"bucket": {"name": "bucketA"}, "object": {"key": key, "size": 3, "sequencer": sequencer}}}]})
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn the_vk_handshake_is_answered_with_the_published_signature() {
+        let vector: Value = serde_json::from_str(VECTOR).unwrap();
+        let body = vector["request_body"].to_string();
+        let handler = handler(false);
+        let (status, reply) = call(&handler, post(&format!("/s3?token={TOKEN}"), &body)).await;
+        assert_eq!(status, 200);
+        assert_eq!(reply, vector["expected_response_body"]);
+        // Without our token, nobody gets a signature; nothing is stored either way.
+        let (status, reply) = call(&handler, post("/s3", &body)).await;
+        assert_eq!((status, reply["error"].as_str()), (403, Some("forbidden")));
+        assert!(handler.store().is_empty());
+    }
+
+    #[tokio::test]
+    async fn vk_records_are_stored_once_and_mirrored_once() {
+        let handler = handler(true);
+        let transfer = handler.mirror().unwrap().transfer().clone();
+        transfer.put_source("bucketA", "some-file", b"abc");
+        let body = vk_records("some-file", "s3:ObjectCreated:Put", 1577453615);
+        let uri = format!("/s3?token={TOKEN}");
+        let (status, reply) = call(&handler, post(&uri, &body)).await;
+        assert_eq!(status, 200);
+        assert_eq!(reply["records"][0]["mirror"], "copied");
+        let (status, reply) = call(&handler, post(&uri, &body)).await;
+        assert_eq!(status, 200);
+        assert_eq!(reply["status"], "duplicate");
+        assert_eq!(reply["records"][0]["mirror"], "already_applied");
+        assert_eq!(handler.store().len(), 1);
+        assert_eq!(transfer.calls(), ["copy bucketA/some-file"]);
+        let stored = &handler.store().all()[0];
+        assert_eq!(stored.subject, "bucketA/some-file");
+        assert_eq!(stored.event_type, "s3:ObjectCreated:Put");
+    }
+
+    #[tokio::test]
+    async fn a_mirror_failure_is_503_and_the_retry_completes() {
+        let handler = handler(true);
+        let transfer = handler.mirror().unwrap().transfer().clone();
+        transfer.put_source("bucketA", "k", b"abc");
+        transfer.set_failing(true);
+        let body = vk_records("k", "s3:ObjectCreated:Put", 7);
+        let uri = format!("/s3?token={TOKEN}");
+        let (status, reply) = call(&handler, post(&uri, &body)).await;
+        assert_eq!(
+            (status, reply["error"].as_str()),
+            (503, Some("unavailable"))
+        );
+        // The event itself is already durable.
+        assert_eq!(handler.store().len(), 1);
+        transfer.set_failing(false);
+        let (status, reply) = call(&handler, post(&uri, &body)).await;
+        assert_eq!(status, 200);
+        assert_eq!(reply["records"][0]["mirror"], "copied");
+        assert_eq!(transfer.mirrored("k").as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[tokio::test]
+    async fn refusals_have_the_interface_statuses() {
+        let handler = handler(false);
+        let uri = format!("/s3?token={TOKEN}");
+        let records = vk_records("k", "s3:ObjectCreated:Put", 1);
+        assert_eq!(
+            call(&handler, post("/s3?token=wrong", &records)).await.0,
+            403
+        );
+        assert_eq!(call(&handler, post("/s3", &records)).await.0, 403);
+        assert_eq!(call(&handler, post(&uri, "not json")).await.0, 400);
+        assert_eq!(
+            call(&handler, post(&uri, r#"{"Records": []}"#)).await.0,
+            400
+        );
+        assert_eq!(call(&handler, post(&uri, r#"{"hello": 1}"#)).await.0, 400);
+        // A signed-looking SNS envelope from no allowed topic: forbidden, never parsed further.
+        let sns = json!({"Type": "Notification", "MessageId": "m", "TopicArn": "arn:aws:sns:us-east-1:1:t",
+            "Message": records, "Timestamp": "2024-05-01T10:00:00.000Z", "SignatureVersion": "1",
+            "Signature": "c2ln", "SigningCertURL": "https://sns.us-east-1.amazonaws.com/x.pem"});
+        assert_eq!(call(&handler, post(&uri, &sns.to_string())).await.0, 403);
+        let get = http::Request::builder()
+            .method("GET")
+            .uri(&uri)
+            .body(Body::Empty)
+            .unwrap();
+        assert_eq!(call(&handler, get).await.0, 405);
+        assert!(handler.store().is_empty());
+        handler.store().set_unavailable(true);
+        assert_eq!(call(&handler, post(&uri, &records)).await.0, 503);
+    }
+}
