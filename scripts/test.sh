@@ -23,16 +23,22 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
-cargo test --workspace --locked
+# The output also becomes test-reports/junit.xml (CodeBuild test reports).
+mkdir -p test-reports
+cargo test --workspace --locked 2>&1 | tee test-reports/cargo-test.log
+python3 scripts/junit.py test-reports/cargo-test.log test-reports/junit.xml
 
-step "cfn-lint template.yaml"
-"$lint_bin/cfn-lint" template.yaml
+step "cfn-lint template.yaml pipeline.yaml"
+"$lint_bin/cfn-lint" template.yaml pipeline.yaml
 
 step "sam validate --lint"
 "$lint_bin/sam" validate --lint --template-file template.yaml
 
 step "every interface route is in template.yaml"
 python3 scripts/check_routes.py
+
+step "sam build (every function, for this machine's architecture)"
+bash scripts/sam-build.sh
 
 
 echo

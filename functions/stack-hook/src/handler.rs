@@ -13,7 +13,7 @@ use hub_core::http::{
 };
 use hub_core::sns::{looks_like_sns, Received, SnsVerifier};
 use hub_core::store::{
-    EventLookup, EventWriter, LatestState, PageRequest, PutOutcome, SubjectHistory,
+    EventLookup, EventWriter, LatestState, PageRequest, PutOutcome, StoreError, SubjectHistory,
 };
 use lambda_http::{Body, Request, RequestExt, Response};
 use percent_encoding::percent_decode_str;
@@ -185,7 +185,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
     }
 
     async fn status(&self, request: &Request, stack: &str) -> Result<Response<Body>, ApiError> {
-        let Some(subject) = self.resolve(stack).await? else {
+        let Some(subject) = resolve_stack(&self.store, stack).await? else {
             return Err(ApiError::NotFound("unknown stack".into()));
         };
         if query_param(request, "history").as_deref() == Some("true") {
@@ -224,19 +224,31 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             &json!({"stack_name": subject, "events": events, "next": page.next}),
         ))
     }
+}
 
-    /// A stack by name, or else by id.
-    async fn resolve(&self, stack: &str) -> Result<Option<String>, ApiError> {
-        if self
-            .store
-            .latest_about(Source::Stack, stack)
-            .await?
-            .is_some()
-        {
-            return Ok(Some(stack.to_owned()));
-        }
-        Ok(self.store.subject_for_alias(Source::Stack, stack).await?)
+/// The stack name that `stack` (a name, or else a stack id) refers to, if any event is stored.
+pub async fn resolve_stack<S: StackStore>(
+    store: &S,
+    stack: &str,
+) -> Result<Option<String>, StoreError> {
+    if store.latest_about(Source::Stack, stack).await?.is_some() {
+        return Ok(Some(stack.to_owned()));
     }
+    store.subject_for_alias(Source::Stack, stack).await
+}
+
+/// What `GET /stacks/{stack}` answers: the latest status of a stack, by name or id.
+pub async fn latest_status<S: StackStore>(
+    store: &S,
+    stack: &str,
+) -> Result<Option<Value>, StoreError> {
+    let Some(subject) = resolve_stack(store, stack).await? else {
+        return Ok(None);
+    };
+    Ok(store
+        .latest_about(Source::Stack, &subject)
+        .await?
+        .map(|latest| stack_status(&latest)))
 }
 
 fn accepted(outcome: PutOutcome, event_id: &str, stack: &str) -> Response<Body> {

@@ -5,7 +5,7 @@ pub mod cfn;
 pub mod handler;
 pub mod ros;
 
-pub use handler::{StackHook, StackStore};
+pub use handler::{latest_status, resolve_stack, StackHook, StackStore};
 
 use hub_core::config::{ConfigError, EdgeConfig, Secret, Vars};
 
