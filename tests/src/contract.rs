@@ -318,3 +318,27 @@ pub async fn ledger_detects_ties_and_concurrent_claims<S: EventStore>(store: &S)
     }
     assert!(store.mark_applied(&claims[9]).await.unwrap());
 }
+
+/// Twenty concurrent puts of one event, spread over `stores` (handles on one database): exactly
+/// one is told "stored", and one event exists.
+pub async fn concurrent_duplicates_are_stored_once<S: EventStore + Clone + 'static>(stores: &[S]) {
+    let event = Event::new(Source::Mns, "same", "T", "race", "{}", Utc::now());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (store, event) = (stores[i % stores.len()].clone(), event.clone());
+            tokio::spawn(async move { store.put_event(&event).await.unwrap() })
+        })
+        .collect();
+    let mut stored = 0;
+    for task in tasks {
+        if task.await.unwrap() == PutOutcome::Stored {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1);
+    let history = stores[0]
+        .events_about(Source::Mns, "race", &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(history.events.len(), 1);
+}

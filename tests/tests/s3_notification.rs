@@ -162,6 +162,13 @@ impl MirrorSetup {
         (response.status().as_u16(), body_json(&response))
     }
 
+    /// Delivers a change and checks the 200 reply's mirror outcome.
+    async fn expect_mirror(&self, key: &str, event_name: &str, sequencer: &str, outcome: &str) {
+        let (status, reply) = self.deliver(key, event_name, sequencer).await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["records"][0]["mirror"], outcome, "{reply}");
+    }
+
     async fn events(&self) -> usize {
         scan_items(&self.store)
             .await
@@ -351,26 +358,28 @@ async fn create_then_delete_keeps_the_mirror_in_sync() {
     setup
         .put_source("docs/a.txt", b"hello world".to_vec())
         .await;
-    let (status, reply) = setup
-        .deliver("docs/a.txt", "ObjectCreated:Put", "0055AED6DCD90281E5")
+    setup
+        .expect_mirror(
+            "docs/a.txt",
+            "ObjectCreated:Put",
+            "0055AED6DCD90281E5",
+            "copied",
+        )
         .await;
-    assert_eq!(
-        (status, reply["records"][0]["mirror"].as_str()),
-        (200, Some("copied"))
-    );
     assert_eq!(
         setup.mirrored("docs/a.txt").await.unwrap().0,
         b"hello world"
     );
 
     setup.delete_source("docs/a.txt").await;
-    let (status, reply) = setup
-        .deliver("docs/a.txt", "ObjectRemoved:Delete", "0055AED6DCD90281E6")
+    setup
+        .expect_mirror(
+            "docs/a.txt",
+            "ObjectRemoved:Delete",
+            "0055AED6DCD90281E6",
+            "deleted",
+        )
         .await;
-    assert_eq!(
-        (status, reply["records"][0]["mirror"].as_str()),
-        (200, Some("deleted"))
-    );
     assert_eq!(setup.mirrored("docs/a.txt").await, None);
     let entry = setup
         .store
@@ -389,20 +398,22 @@ async fn a_delete_delivered_before_its_older_create_keeps_the_object_deleted() {
     // The source has the object again (a later create, not yet delivered): a mirror that
     // applied the stale create would resurrect it now.
     setup.put_source("k.txt", b"later version".to_vec()).await;
-    let (status, reply) = setup
-        .deliver("k.txt", "ObjectRemoved:Delete", "0055AED6DCD90281F0")
+    setup
+        .expect_mirror(
+            "k.txt",
+            "ObjectRemoved:Delete",
+            "0055AED6DCD90281F0",
+            "deleted",
+        )
         .await;
-    assert_eq!(
-        (status, reply["records"][0]["mirror"].as_str()),
-        (200, Some("deleted"))
-    );
-    let (status, reply) = setup
-        .deliver("k.txt", "ObjectCreated:Put", "0055AED6DCD90281E5")
+    setup
+        .expect_mirror(
+            "k.txt",
+            "ObjectCreated:Put",
+            "0055AED6DCD90281E5",
+            "superseded",
+        )
         .await;
-    assert_eq!(
-        (status, reply["records"][0]["mirror"].as_str()),
-        (200, Some("superseded"))
-    );
     assert_eq!(setup.mirrored("k.txt").await, None);
     assert_eq!(setup.counting.copies.load(Ordering::SeqCst), 0);
     // Both events are stored all the same: the mirror's order never loses history.
@@ -486,17 +497,14 @@ async fn a_20_mib_object_is_streamed_from_a_foreign_endpoint_one_part_at_a_time(
     };
     let body = twenty_mib();
     setup.put_source("big/video.bin", body.clone()).await;
-    let (status, reply) = setup
-        .deliver(
+    setup
+        .expect_mirror(
             "big/video.bin",
             "ObjectCreated:CompleteMultipartUpload",
             "0C",
+            "copied",
         )
         .await;
-    assert_eq!(
-        (status, reply["records"][0]["mirror"].as_str()),
-        (200, Some("copied"))
-    );
     let (copied, etag) = setup.mirrored("big/video.bin").await.unwrap();
     assert!(copied == body, "the mirror holds the same 20 MiB");
     assert!(

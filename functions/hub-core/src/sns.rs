@@ -298,6 +298,14 @@ pub fn verifier_from_vars(
     ))
 }
 
+/// The 200 answer to a handshake (a confirmed subscription, or a noted unsubscribe).
+pub fn handshake_reply() -> lambda_http::Response<lambda_http::Body> {
+    crate::http::json_response(
+        http::StatusCode::OK,
+        &serde_json::json!({"status": "confirmed"}),
+    )
+}
+
 /// What a verified envelope was.
 #[derive(Debug)]
 pub enum Received {

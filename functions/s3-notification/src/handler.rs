@@ -10,7 +10,7 @@ use hub_core::certs::Fetcher;
 use hub_core::clock::Clock;
 use hub_core::event::{Event, Source};
 use hub_core::http::{json_response, raw_body, require_method, respond, ApiError};
-use hub_core::sns::{Received, SnsVerifier};
+use hub_core::sns::{handshake_reply, Received, SnsVerifier};
 use hub_core::store::{EventWriter, MirrorLedger, PutOutcome};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Map, Value};
@@ -135,12 +135,7 @@ impl<S: S3Store, C: Clock, F: Fetcher, T: ObjectTransfer> S3Handler<S, C, F, T> 
     /// The signature and the topic allow-list authenticate SNS; no token is involved.
     async fn receive_sns(&self, envelope: &Map<String, Value>) -> Result<Response<Body>, ApiError> {
         let message = match self.sns.receive(envelope).await? {
-            Received::Handshake => {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &json!({"status": "confirmed"}),
-                ))
-            }
+            Received::Handshake => return Ok(handshake_reply()),
             Received::Notification(message) => message,
         };
         let notification = records::parse(message.message.as_bytes())

@@ -11,7 +11,7 @@ use hub_core::event::{format_time, Event, Source};
 use hub_core::http::{
     header_str, json_response, query_param, raw_body, require_method, respond, ApiError,
 };
-use hub_core::sns::{looks_like_sns, Received, SnsVerifier};
+use hub_core::sns::{handshake_reply, looks_like_sns, Received, SnsVerifier};
 use hub_core::store::{
     EventLookup, EventWriter, LatestState, PageRequest, PutOutcome, StoreError, SubjectHistory,
 };
@@ -111,12 +111,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         envelope: &serde_json::Map<String, Value>,
     ) -> Result<Response<Body>, ApiError> {
         let message = match self.sns.receive(envelope).await? {
-            Received::Handshake => {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &json!({"status": "confirmed"}),
-                ));
-            }
+            Received::Handshake => return Ok(handshake_reply()),
             Received::Notification(message) => message,
         };
         let bad = |e: CfnError| ApiError::bad_request(e.to_string());
