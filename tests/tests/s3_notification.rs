@@ -485,7 +485,11 @@ async fn a_20_mib_object_is_streamed_from_a_foreign_endpoint_one_part_at_a_time(
         source: Some(foreign),
         part_size: S3Transfer::MIN_PART_SIZE,
     };
-    let transfer = s3_notification::transfer_from(&config, &moto.sdk_config().await, true);
+    let transfer = s3_notification::transfer_from(
+        &config,
+        &moto.sdk_config().await,
+        &[("AWS_ENDPOINT_URL", moto.endpoint())],
+    );
     let (handler, counting) = handler_with(store.clone(), &vars(), Some(transfer));
     let setup = MirrorSetup {
         handler,

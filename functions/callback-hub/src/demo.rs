@@ -46,41 +46,22 @@ pub enum DemoError {
     Config(#[from] hub_core::config::ConfigError),
 }
 
-/// The variables of every function in `env.json`, merged for the one server: local paths made
-/// absolute, AWS endpoints dropped (the demo has no AWS), SNS topic allow-lists joined.
+/// The test secrets of every route, from `events/local.env` (generated from `env.json` with the
+/// samples), with `PINNED_CERTS_FILE` made absolute: it is relative to the repository root.
 pub fn demo_vars(events_dir: &Path) -> Result<HashMap<String, String>, DemoError> {
-    let path = events_dir.join("env.json");
+    let path = events_dir.join("local.env");
     let text =
         std::fs::read_to_string(&path).map_err(|e| DemoError::Io(path.display().to_string(), e))?;
-    let all: Value = serde_json::from_str(&text)
-        .map_err(|e| DemoError::Fixture(path.display().to_string(), e.to_string()))?;
     let root = events_dir.parent().unwrap_or(events_dir);
-    let mut vars: HashMap<String, String> = HashMap::new();
-    for function in all.as_object().into_iter().flat_map(|o| o.values()) {
-        for (name, value) in function.as_object().into_iter().flatten() {
-            let value = value.as_str().unwrap_or_default().to_owned();
-            match name.as_str() {
-                "EVENTS_TABLE" | "AWS_ENDPOINT_URL" => {}
-                "PINNED_CERTS_FILE" => {
-                    vars.insert(name.clone(), root.join(value).display().to_string());
-                }
-                "SNS_TOPIC_ARNS" => {
-                    let joined = match vars.get(name) {
-                        Some(existing) if !existing.split(',').any(|t| t == value) => {
-                            format!("{existing},{value}")
-                        }
-                        Some(existing) => existing.clone(),
-                        None => value,
-                    };
-                    vars.insert(name.clone(), joined);
-                }
-                _ => {
-                    vars.insert(name.clone(), value);
-                }
-            }
-        }
-    }
-    Ok(vars)
+    let pairs = crate::dotenv::parse(&text, &path.display().to_string())
+        .map_err(|e| DemoError::Fixture(path.display().to_string(), e.to_string()))?;
+    Ok(pairs
+        .into_iter()
+        .map(|(name, value)| match name.as_str() {
+            "PINNED_CERTS_FILE" => (name, root.join(value).display().to_string()),
+            _ => (name, value),
+        })
+        .collect())
 }
 
 /// A sample request (API Gateway HTTP API 2.0 JSON) as plain HTTP parts.

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use dingtalk_callback::DingTalkHandler;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full, Limited};
-use hub_core::certs::{pinned_from_vars, CertificateCache, HttpsFetcher};
+use hub_core::certs::{cache_from_vars, HttpsFetcher};
 use hub_core::clock::SystemClock;
 use hub_core::config::{ConfigError, EdgeConfig, Vars};
 use hub_core::http::{json_response, ApiError};
-use hub_core::sns::SnsVerifier;
+use hub_core::sns::verifier_from_vars;
 use lambda_http::{Body, Request, Response};
 use mns_endpoint::{MnsConfig, MnsHandler};
 use s3_notification::{S3Config, S3Handler, S3Transfer};
@@ -38,18 +38,6 @@ fn disabled(err: ConfigError) -> String {
     format!("route disabled: {err}")
 }
 
-fn fetcher() -> Result<HttpsFetcher, String> {
-    HttpsFetcher::new().map_err(|e| format!("route disabled: no TLS trust roots ({e})"))
-}
-
-fn sns_verifier(vars: &impl Vars) -> Result<SnsVerifier<HttpsFetcher>, String> {
-    let pinned = pinned_from_vars(vars).map_err(disabled)?;
-    Ok(SnsVerifier::new(
-        CertificateCache::new(fetcher()?, pinned),
-        vars.list("SNS_TOPIC_ARNS"),
-    ))
-}
-
 impl Routes {
     /// Builds every route from `vars`, as each Lambda function's `main` would. AWS clients (SSM
     /// for DingTalk secrets, S3 for the mirror) are created only when a route needs them.
@@ -61,7 +49,7 @@ impl Routes {
                 store.clone(),
                 SystemClock,
                 config,
-                sns_verifier(vars)?,
+                verifier_from_vars(vars).map_err(disabled)?,
             ))
         }
         .await;
@@ -90,11 +78,9 @@ impl Routes {
             let mirror = match &config.mirror {
                 None => None,
                 Some(mirror) => {
-                    let overridden = vars.get("AWS_ENDPOINT_URL").is_some()
-                        || vars.get("AWS_ENDPOINT_URL_S3").is_some();
                     let sdk = hub_core::aws::sdk_config().await;
                     Some(s3_notification::Mirror::new(
-                        s3_notification::transfer_from(mirror, &sdk, overridden),
+                        s3_notification::transfer_from(mirror, &sdk, vars),
                     ))
                 }
             };
@@ -102,18 +88,17 @@ impl Routes {
                 store.clone(),
                 SystemClock,
                 config,
-                sns_verifier(vars)?,
+                verifier_from_vars(vars).map_err(disabled)?,
                 mirror,
             ))
         }
         .await;
         let mns = async {
             let config = MnsConfig::from_vars(vars).map_err(disabled)?;
-            let pinned = pinned_from_vars(vars).map_err(disabled)?;
             Ok(MnsHandler::new(
                 store.clone(),
                 SystemClock,
-                CertificateCache::new(fetcher()?, pinned),
+                cache_from_vars(vars).map_err(disabled)?,
                 config,
             ))
         }

@@ -118,6 +118,17 @@ pub fn pinned_from_vars(
         .collect()
 }
 
+/// The cache a function builds at start: `PINNED_CERTS_FILE`, and HTTPS fetches (cached for the
+/// life of the process) for certificates that are not pinned.
+pub fn cache_from_vars(vars: &impl Vars) -> Result<CertificateCache<HttpsFetcher>, ConfigError> {
+    let pinned = pinned_from_vars(vars)?;
+    let fetcher = HttpsFetcher::new().map_err(|e| ConfigError::Invalid {
+        name: "PINNED_CERTS_FILE",
+        reason: format!("cannot prepare certificate fetches: {e}"),
+    })?;
+    Ok(CertificateCache::new(fetcher, pinned))
+}
+
 /// Keys by certificate URL: pinned ones first, then ones fetched once and kept.
 pub struct CertificateCache<F> {
     pinned: HashMap<String, Arc<RsaPublicKey>>,

@@ -286,14 +286,8 @@ impl<F: Fetcher> SnsVerifier<F> {
 pub fn verifier_from_vars(
     vars: &impl crate::config::Vars,
 ) -> Result<SnsVerifier<crate::certs::HttpsFetcher>, crate::config::ConfigError> {
-    let pinned = crate::certs::pinned_from_vars(vars)?;
-    let fetcher =
-        crate::certs::HttpsFetcher::new().map_err(|e| crate::config::ConfigError::Invalid {
-            name: "SNS_TOPIC_ARNS",
-            reason: format!("cannot prepare certificate fetches: {e}"),
-        })?;
     Ok(SnsVerifier::new(
-        CertificateCache::new(fetcher, pinned),
+        crate::certs::cache_from_vars(vars)?,
         vars.list("SNS_TOPIC_ARNS"),
     ))
 }
@@ -318,11 +312,15 @@ pub enum Received {
 /// Whether a request carries an SNS envelope: the `x-amz-sns-message-type` header, or a body
 /// whose `Type` is an SNS message type.
 pub fn looks_like_sns(header_type: Option<&str>, body: &Map<String, Value>) -> bool {
-    header_type.is_some()
-        || matches!(
-            body.get("Type").and_then(Value::as_str),
-            Some("Notification" | "SubscriptionConfirmation" | "UnsubscribeConfirmation")
-        )
+    header_type.is_some() || has_sns_type(body)
+}
+
+/// Whether a body's `Type` is one of the SNS message types.
+pub fn has_sns_type(body: &Map<String, Value>) -> bool {
+    matches!(
+        body.get("Type").and_then(Value::as_str),
+        Some("Notification" | "SubscriptionConfirmation" | "UnsubscribeConfirmation")
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-use hub_core::certs::{pinned_from_vars, CertificateCache, HttpsFetcher};
+use hub_core::certs::cache_from_vars;
 use hub_core::clock::SystemClock;
-use hub_core::config::{events_table, ConfigError, ProcessEnv};
+use hub_core::config::{events_table, ProcessEnv};
 use hub_core::{aws, fail_start, telemetry};
 use lambda_http::{run, service_fn, Error, Request};
 use mns_endpoint::{MnsConfig, MnsHandler};
@@ -12,21 +12,10 @@ async fn main() -> Result<(), Error> {
     let table = events_table(&ProcessEnv).map_err(fail_start)?;
     let config = MnsConfig::from_vars(&ProcessEnv).map_err(fail_start)?;
     // Pinned certificates are parsed once here; fetched ones are cached for the process's life.
-    let pinned = pinned_from_vars(&ProcessEnv).map_err(fail_start)?;
-    let fetcher = HttpsFetcher::new()
-        .map_err(|e| ConfigError::Invalid {
-            name: "MNS_CERT_URL_PREFIXES",
-            reason: e.to_string(),
-        })
-        .map_err(fail_start)?;
+    let certificates = cache_from_vars(&ProcessEnv).map_err(fail_start)?;
     let store = aws::dynamo_store(&aws::sdk_config().await, table);
     store.warm_up().await;
-    let handler = Arc::new(MnsHandler::new(
-        store,
-        SystemClock,
-        CertificateCache::new(fetcher, pinned),
-        config,
-    ));
+    let handler = Arc::new(MnsHandler::new(store, SystemClock, certificates, config));
     run(service_fn(move |request: Request| {
         let handler = handler.clone();
         async move { Ok::<_, Error>(handler.handle(request).await) }

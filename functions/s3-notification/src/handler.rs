@@ -10,7 +10,7 @@ use hub_core::certs::Fetcher;
 use hub_core::clock::Clock;
 use hub_core::event::{Event, Source};
 use hub_core::http::{json_response, raw_body, require_method, respond, ApiError};
-use hub_core::sns::{handshake_reply, Received, SnsVerifier};
+use hub_core::sns::{handshake_reply, has_sns_type, Received, SnsVerifier};
 use hub_core::store::{EventWriter, MirrorLedger, PutOutcome};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Map, Value};
@@ -38,14 +38,7 @@ enum Kind {
 fn classify(body: &[u8]) -> Kind {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) if VkHandshake::detect(&object) => Kind::VkHandshake(object),
-        Ok(Value::Object(object))
-            if matches!(
-                object.get("Type").and_then(Value::as_str),
-                Some("Notification" | "SubscriptionConfirmation" | "UnsubscribeConfirmation")
-            ) =>
-        {
-            Kind::Sns(object)
-        }
+        Ok(Value::Object(object)) if has_sns_type(&object) => Kind::Sns(object),
         Ok(Value::Object(object)) => Kind::Direct(Some(object)),
         _ => Kind::Direct(None),
     }

@@ -124,12 +124,15 @@ fn s3_timeouts() -> aws_config::timeout::TimeoutConfig {
 }
 
 /// The mirror transfer, built once at start. Path-style addressing is used whenever an endpoint
-/// is overridden (a local S3 API, or the foreign source): S3-compatible services expect it.
+/// is overridden (`AWS_ENDPOINT_URL[_S3]`: a local S3 API; or the foreign source):
+/// S3-compatible services expect it.
 pub fn transfer_from(
     config: &MirrorConfig,
     sdk: &aws_config::SdkConfig,
-    endpoint_overridden: bool,
+    vars: &impl Vars,
 ) -> S3Transfer {
+    let endpoint_overridden =
+        vars.get("AWS_ENDPOINT_URL").is_some() || vars.get("AWS_ENDPOINT_URL_S3").is_some();
     let mirror = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(sdk)
             .timeout_config(s3_timeouts())

@@ -1,5 +1,5 @@
 use hub_core::clock::SystemClock;
-use hub_core::config::{events_table, ProcessEnv, Vars};
+use hub_core::config::{events_table, ProcessEnv};
 use hub_core::{aws, fail_start, telemetry};
 use lambda_http::{run, service_fn, Error, Request};
 use s3_notification::{transfer_from, Mirror, S3Config, S3Handler};
@@ -12,12 +12,10 @@ async fn main() -> Result<(), Error> {
     let config = S3Config::from_vars(&ProcessEnv).map_err(fail_start)?;
     let sns = hub_core::sns::verifier_from_vars(&ProcessEnv).map_err(fail_start)?;
     let sdk = aws::sdk_config().await;
-    let endpoint_overridden = ProcessEnv.get("AWS_ENDPOINT_URL").is_some()
-        || ProcessEnv.get("AWS_ENDPOINT_URL_S3").is_some();
     let mirror = config
         .mirror
         .as_ref()
-        .map(|mirror| Mirror::new(transfer_from(mirror, &sdk, endpoint_overridden)));
+        .map(|mirror| Mirror::new(transfer_from(mirror, &sdk, &ProcessEnv)));
     if let Some(vk) = &config.vk {
         if vk.webhook_url.is_none() {
             tracing::warn!(
