@@ -185,7 +185,7 @@ pub fn dingtalk_crypto() -> DingTalkCrypto {
 /// A signed, encrypted DingTalk push. `legacy` uses the `signature`/`timestamp` spelling of
 /// 注册回调, else the `msg_signature`/`timeStamp` spelling of 事件订阅. The random prefix is fixed
 /// so that the files are reproducible.
-fn dingtalk_sample(
+pub fn dingtalk_sample(
     plaintext: &Value,
     timestamp: &str,
     nonce: &str,

@@ -1,11 +1,88 @@
 //! SDK clients, built once at init. `AWS_ENDPOINT_URL` and the other standard SDK variables
 //! point them at a local API (moto) in tests and local runs.
 
+use crate::config::{ConfigError, ProcessEnv, Vars};
 use crate::store::dynamo::{retry_config, timeout_config};
 use crate::store::DynamoStore;
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_types::sdk_config::SharedCredentialsProvider;
+use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
+use std::str::FromStr;
 
+/// The SDK configuration of a function, from what Lambda puts in its environment: the region
+/// (`AWS_REGION`), the execution role's credentials (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), and the standard endpoint variables
+/// (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`) for local runs. Unlike [`sdk_config`], it
+/// links none of the other providers (profiles, SSO, STS, IMDS, ECS): measured in
+/// `BENCHMARKS.md`, that is a smaller bootstrap and a shorter init. No I/O happens here.
+pub fn lambda_sdk_config() -> Result<SdkConfig, ConfigError> {
+    lambda_sdk_config_from(&ProcessEnv)
+}
+
+fn lambda_sdk_config_from(vars: &impl Vars) -> Result<SdkConfig, ConfigError> {
+    let region = vars
+        .get("AWS_REGION")
+        .or_else(|| vars.get("AWS_DEFAULT_REGION"))
+        .ok_or(ConfigError::Missing("AWS_REGION"))?;
+    let mut builder = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(SharedCredentialsProvider::new(
+            EnvironmentVariableCredentialsProvider::new(),
+        ))
+        .timeout_config(timeout_config())
+        .retry_config(retry_config())
+        .http_client(https_client())
+        .service_config(EndpointVariables);
+    if let Some(url) = vars.get("AWS_ENDPOINT_URL") {
+        builder = builder.endpoint_url(url);
+    }
+    Ok(builder.build())
+}
+
+/// `AWS_ENDPOINT_URL_<SERVICE>` before `AWS_ENDPOINT_URL`, as the SDK's own loader reads them.
+#[derive(Debug)]
+struct EndpointVariables;
+
+impl LoadServiceConfig for EndpointVariables {
+    fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+        let specific = service_variable(key.env(), key.service_id());
+        ProcessEnv
+            .get(&specific)
+            .or_else(|| ProcessEnv.get(key.env()))
+    }
+}
+
+/// `AWS_ENDPOINT_URL` and service id `DynamoDB` give `AWS_ENDPOINT_URL_DYNAMODB`.
+fn service_variable(variable: &str, service_id: &str) -> String {
+    let service: String = service_id
+        .chars()
+        .map(|c| match c {
+            ' ' | '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("{variable}_{service}")
+}
+
+/// The HTTPS client of every SDK client: rustls on ring with the system's trust roots (loaded
+/// on the first connection, or by the warm-up). The SDK's default would be aws-lc, which costs
+/// more bootstrap size for nothing these functions use.
+pub fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+/// The full SDK loader (profiles, SSO, IMDS...): for the local server, which runs anywhere.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https_client())
         .timeout_config(timeout_config())
         .retry_config(retry_config())
         .load()
@@ -14,4 +91,122 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 
 pub fn dynamo_store(config: &aws_config::SdkConfig, table: impl Into<String>) -> DynamoStore {
     DynamoStore::new(aws_sdk_dynamodb::Client::new(config), table)
+}
+
+/// When the DynamoDB connection (TCP, TLS, credentials, signing) is opened, set by
+/// `DYNAMODB_WARM_UP`. Measured in `BENCHMARKS.md`: `background` keeps init as short as
+/// hello-world's and still takes most of the connection set-up off the first callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WarmUp {
+    /// On the first callback.
+    Off,
+    /// Started at init, finished while the runtime already polls for the first event.
+    Background,
+    /// Finished before the runtime polls: a longer init, the shortest first callback.
+    Init,
+}
+
+impl WarmUp {
+    pub const VARIABLE: &'static str = "DYNAMODB_WARM_UP";
+
+    pub fn from_vars(vars: &impl Vars) -> Result<Self, ConfigError> {
+        vars.parsed_or(Self::VARIABLE, WarmUp::Background)
+    }
+
+    /// Runs the warm-up request as configured. Its failures are ignored: the callback that
+    /// follows reports the store's state itself.
+    pub async fn apply(self, store: &DynamoStore) {
+        match self {
+            WarmUp::Off => {}
+            WarmUp::Background => {
+                let store = store.clone();
+                tokio::spawn(async move { store.warm_up().await });
+            }
+            WarmUp::Init => store.warm_up().await,
+        }
+    }
+}
+
+impl FromStr for WarmUp {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "off" => Ok(WarmUp::Off),
+            "background" => Ok(WarmUp::Background),
+            "init" => Ok(WarmUp::Init),
+            _ => Err("expected off, background or init".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lambda_sdk_config_from, service_variable, WarmUp};
+    use std::collections::HashMap;
+
+    #[test]
+    fn service_variables_are_named_like_the_sdk_names_them() {
+        assert_eq!(
+            service_variable("AWS_ENDPOINT_URL", "DynamoDB"),
+            "AWS_ENDPOINT_URL_DYNAMODB"
+        );
+        assert_eq!(
+            service_variable("AWS_ENDPOINT_URL", "S3"),
+            "AWS_ENDPOINT_URL_S3"
+        );
+        assert_eq!(
+            service_variable("AWS_ENDPOINT_URL", "Elastic Beanstalk"),
+            "AWS_ENDPOINT_URL_ELASTIC_BEANSTALK"
+        );
+    }
+
+    #[test]
+    fn lambda_config_takes_region_and_endpoint_from_the_variables() {
+        let vars = HashMap::from([
+            ("AWS_REGION".to_owned(), "eu-central-1".to_owned()),
+            (
+                "AWS_ENDPOINT_URL".to_owned(),
+                "http://127.0.0.1:5000".to_owned(),
+            ),
+        ]);
+        let config = lambda_sdk_config_from(&vars).unwrap();
+        assert_eq!(config.region().map(|r| r.as_ref()), Some("eu-central-1"));
+        assert_eq!(config.endpoint_url(), Some("http://127.0.0.1:5000"));
+        assert!(config.credentials_provider().is_some());
+        assert!(config.behavior_version().is_some());
+    }
+
+    #[test]
+    fn lambda_config_falls_back_to_the_default_region_and_fails_closed_without_one() {
+        let fallback = HashMap::from([("AWS_DEFAULT_REGION".to_owned(), "us-west-2".to_owned())]);
+        let config = lambda_sdk_config_from(&fallback).unwrap();
+        assert_eq!(config.region().map(|r| r.as_ref()), Some("us-west-2"));
+        assert_eq!(config.endpoint_url(), None);
+        let err = lambda_sdk_config_from(&HashMap::new()).unwrap_err();
+        assert_eq!(err.variable(), "AWS_REGION");
+    }
+
+    fn vars(value: Option<&str>) -> HashMap<String, String> {
+        value
+            .map(|v| HashMap::from([(WarmUp::VARIABLE.to_owned(), v.to_owned())]))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn parses_each_mode_and_defaults_to_background() {
+        assert_eq!(WarmUp::from_vars(&vars(None)), Ok(WarmUp::Background));
+        assert_eq!(WarmUp::from_vars(&vars(Some("off"))), Ok(WarmUp::Off));
+        assert_eq!(WarmUp::from_vars(&vars(Some("Init"))), Ok(WarmUp::Init));
+        assert_eq!(
+            WarmUp::from_vars(&vars(Some(" background "))),
+            Ok(WarmUp::Background)
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_modes_naming_the_variable() {
+        let err = WarmUp::from_vars(&vars(Some("eager"))).unwrap_err();
+        assert_eq!(err.variable(), "DYNAMODB_WARM_UP");
+    }
 }

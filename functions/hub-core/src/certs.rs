@@ -45,7 +45,7 @@ pub struct HttpsFetcher {
 impl HttpsFetcher {
     pub fn new() -> Result<Self, CertError> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
             .map_err(|e| CertError::Unreachable(format!("no trust roots: {e}")))?
             .https_only()
             .enable_http1()

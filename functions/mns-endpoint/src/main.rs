@@ -1,3 +1,4 @@
+use hub_core::aws::WarmUp;
 use hub_core::certs::cache_from_vars;
 use hub_core::clock::SystemClock;
 use hub_core::config::{events_table, ProcessEnv};
@@ -13,8 +14,11 @@ async fn main() -> Result<(), Error> {
     let config = MnsConfig::from_vars(&ProcessEnv).map_err(fail_start)?;
     // Pinned certificates are parsed once here; fetched ones are cached for the process's life.
     let certificates = cache_from_vars(&ProcessEnv).map_err(fail_start)?;
-    let store = aws::dynamo_store(&aws::sdk_config().await, table);
-    store.warm_up().await;
+    let store = aws::dynamo_store(&aws::lambda_sdk_config().map_err(fail_start)?, table);
+    WarmUp::from_vars(&ProcessEnv)
+        .map_err(fail_start)?
+        .apply(&store)
+        .await;
     let handler = Arc::new(MnsHandler::new(store, SystemClock, certificates, config));
     run(service_fn(move |request: Request| {
         let handler = handler.clone();

@@ -1,3 +1,4 @@
+use hub_core::aws::WarmUp;
 use hub_core::clock::SystemClock;
 use hub_core::config::{events_table, ProcessEnv};
 use hub_core::{aws, fail_start, telemetry};
@@ -11,7 +12,7 @@ async fn main() -> Result<(), Error> {
     let table = events_table(&ProcessEnv).map_err(fail_start)?;
     let config = S3Config::from_vars(&ProcessEnv).map_err(fail_start)?;
     let sns = hub_core::sns::verifier_from_vars(&ProcessEnv).map_err(fail_start)?;
-    let sdk = aws::sdk_config().await;
+    let sdk = aws::lambda_sdk_config().map_err(fail_start)?;
     let mirror = config
         .mirror
         .as_ref()
@@ -25,7 +26,10 @@ async fn main() -> Result<(), Error> {
         }
     }
     let store = aws::dynamo_store(&sdk, table);
-    store.warm_up().await;
+    WarmUp::from_vars(&ProcessEnv)
+        .map_err(fail_start)?
+        .apply(&store)
+        .await;
     let handler = Arc::new(S3Handler::new(store, SystemClock, config, sns, mirror));
     run(service_fn(move |request: Request| {
         let handler = handler.clone();

@@ -1,3 +1,4 @@
+use hub_core::aws::WarmUp;
 use hub_core::clock::SystemClock;
 use hub_core::config::{events_table, ProcessEnv};
 use hub_core::{aws, fail_start, telemetry};
@@ -11,8 +12,11 @@ async fn main() -> Result<(), Error> {
     let table = events_table(&ProcessEnv).map_err(fail_start)?;
     let config = StackHookConfig::from_vars(&ProcessEnv).map_err(fail_start)?;
     let sns = hub_core::sns::verifier_from_vars(&ProcessEnv).map_err(fail_start)?;
-    let store = aws::dynamo_store(&aws::sdk_config().await, table);
-    store.warm_up().await;
+    let store = aws::dynamo_store(&aws::lambda_sdk_config().map_err(fail_start)?, table);
+    WarmUp::from_vars(&ProcessEnv)
+        .map_err(fail_start)?
+        .apply(&store)
+        .await;
     let hook = Arc::new(StackHook::new(store, SystemClock, config, sns));
     run(service_fn(move |request: Request| {
         let hook = hook.clone();
