@@ -6,10 +6,12 @@ use crate::certs::{CertError, CertificateCache, Fetcher};
 use crate::http::ApiError;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use rsa::Pkcs1v15Sign;
+use ring::signature::{
+    RsaParameters, RsaPublicKeyComponents, RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+    RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+};
+use rsa::traits::PublicKeyParts;
 use serde_json::{Map, Value};
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnsKind {
@@ -222,20 +224,20 @@ impl<F: Fetcher> SnsVerifier<F> {
                 CertError::Unreachable(detail) => SnsError::Unavailable(detail),
                 CertError::Invalid => SnsError::Forbidden("SNS signing certificate is invalid"),
             })?;
-        let text = string_to_sign(message);
-        let verified = match message.signature_version.as_str() {
-            "1" => key.verify(
-                Pkcs1v15Sign::new::<Sha1>(),
-                &Sha1::digest(text.as_bytes()),
-                &signature,
-            ),
-            "2" => key.verify(
-                Pkcs1v15Sign::new::<Sha256>(),
-                &Sha256::digest(text.as_bytes()),
-                &signature,
-            ),
+        // PKCS#1 v1.5 over the string to sign; SHA-1 for version 1, SHA-256 for version 2. The
+        // keys SNS signs with are 2048-bit; shorter than 1024 bits is refused.
+        let algorithm: &RsaParameters = match message.signature_version.as_str() {
+            "1" => &RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            "2" => &RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
             _ => return Err(SnsError::Forbidden("unsupported SNS SignatureVersion")),
         };
+        let text = string_to_sign(message);
+        let (modulus, exponent) = (key.n().to_bytes_be(), key.e().to_bytes_be());
+        let verified = RsaPublicKeyComponents {
+            n: &modulus,
+            e: &exponent,
+        }
+        .verify(algorithm, text.as_bytes(), &signature);
         verified.map_err(|_| SnsError::Forbidden("SNS signature mismatch"))
     }
 
