@@ -275,13 +275,7 @@ impl Bench {
             .first_poll(INIT_LIMIT)
             .await
             .map_err(|e| self.failure(scenario, &e))?;
-        let before = self.proxy.usage();
-        let invocation = api
-            .invoke(request, INVOKE_LIMIT)
-            .await
-            .map_err(|e| self.failure(scenario, &e))?;
-        let first_store = self.proxy.usage() - before;
-        self.check(scenario, &invocation.body)?;
+        let (invocation, first_store) = self.invoke(&mut api, scenario, request).await?;
         stop(&mut child).await;
         Ok(Cold {
             init: polled - spawned,
@@ -309,13 +303,7 @@ impl Bench {
             peak_rss_kib: 0,
         };
         for (i, request) in requests.into_iter().enumerate() {
-            let before = self.proxy.usage();
-            let invocation = api
-                .invoke(request, INVOKE_LIMIT)
-                .await
-                .map_err(|e| self.failure(scenario, &e))?;
-            let store = self.proxy.usage() - before;
-            self.check(scenario, &invocation.body)?;
+            let (invocation, store) = self.invoke(&mut api, scenario, request).await?;
             if i > WARM_UP_INVOCATIONS {
                 warm.latencies.push(invocation.latency);
                 warm.own.push(invocation.latency.saturating_sub(store.busy));
@@ -326,6 +314,23 @@ impl Bench {
         warm.peak_rss_kib = peak_rss_kib(pid)?;
         stop(&mut child).await;
         Ok(warm)
+    }
+
+    /// One checked invocation, and what its DynamoDB requests cost (counted by the proxy).
+    async fn invoke(
+        &self,
+        api: &mut RuntimeApi,
+        scenario: &Scenario,
+        request: Bytes,
+    ) -> Result<(emulator::Invocation, Usage), String> {
+        let before = self.proxy.usage();
+        let invocation = api
+            .invoke(request, INVOKE_LIMIT)
+            .await
+            .map_err(|e| self.failure(scenario, &e))?;
+        let store = self.proxy.usage() - before;
+        self.check(scenario, &invocation.body)?;
+        Ok((invocation, store))
     }
 
     /// The answer must be the scenario's status: an error is never measured as a success.
