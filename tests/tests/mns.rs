@@ -226,7 +226,7 @@ async fn a_certificate_url_off_the_allow_list_is_403_and_never_fetched() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let handler = handler(store.clone(), HttpsFetcher::new().unwrap());
+    let handler = handler(store.clone(), HttpsFetcher::new());
     for url in [
         format!("https://127.0.0.1:{port}/cert.pem"),
         format!("https://mnstest.oss-cn-hangzhou.aliyuncs.com.127.0.0.1.nip.io:{port}/c.pem"),

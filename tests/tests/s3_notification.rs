@@ -310,7 +310,7 @@ async fn certificate_urls_off_sns_hosts_are_never_fetched() {
     let vars = vars();
     let pinned = hub_core::certs::pinned_from_vars(&vars).unwrap();
     let sns = hub_core::sns::SnsVerifier::new(
-        CertificateCache::new(HttpsFetcher::new().unwrap(), pinned),
+        CertificateCache::new(HttpsFetcher::new(), pinned),
         vec![hub_tests::fixtures::S3_EVENTS_TOPIC.to_owned()],
     );
     let store = fresh_store("s3-certs").await;

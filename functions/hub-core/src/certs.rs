@@ -10,7 +10,7 @@ use rsa::pkcs8::DecodePublicKey;
 use rsa::RsaPublicKey;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::RwLock;
 use x509_cert::der::{DecodePem, Encode};
@@ -33,27 +33,44 @@ pub trait Fetcher: Send + Sync {
     fn get(&self, url: &str) -> impl Future<Output = Result<(u16, Bytes), CertError>> + Send;
 }
 
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<Bytes>,
+>;
+
 /// HTTPS GET with the system trust store, a timeout and a size cap. Plain HTTP is refused.
-#[derive(Clone)]
+///
+/// The trust store is read on the first fetch, not at start: reading it (hundreds of files under
+/// `/etc/ssl/certs`) was most of these functions' init time, and pinned certificates never
+/// need it.
+#[derive(Clone, Default)]
 pub struct HttpsFetcher {
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Empty<Bytes>,
-    >,
+    client: Arc<OnceLock<Result<HttpsClient, String>>>,
 }
 
 impl HttpsFetcher {
-    pub fn new() -> Result<Self, CertError> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| CertError::Unreachable(format!("no trust roots: {e}")))?
-            .https_only()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector);
-        Ok(HttpsFetcher { client })
+    pub fn new() -> Self {
+        HttpsFetcher::default()
+    }
+
+    fn client(&self) -> Result<&HttpsClient, CertError> {
+        self.client
+            .get_or_init(|| {
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+                    .map_err(|e| format!("no trust roots: {e}"))?
+                    .https_only()
+                    .enable_http1()
+                    .build();
+                Ok(
+                    hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build(connector),
+                )
+            })
+            .as_ref()
+            .map_err(|e| CertError::Unreachable(e.clone()))
     }
 }
 
@@ -62,9 +79,9 @@ impl Fetcher for HttpsFetcher {
         let uri: http::Uri = url
             .parse()
             .map_err(|_| CertError::Unreachable("bad URL".into()))?;
+        let client = self.client()?;
         let request = async {
-            let response = self
-                .client
+            let response = client
                 .get(uri)
                 .await
                 .map_err(|e| CertError::Unreachable(e.to_string()))?;
@@ -122,11 +139,7 @@ pub fn pinned_from_vars(
 /// life of the process) for certificates that are not pinned.
 pub fn cache_from_vars(vars: &impl Vars) -> Result<CertificateCache<HttpsFetcher>, ConfigError> {
     let pinned = pinned_from_vars(vars)?;
-    let fetcher = HttpsFetcher::new().map_err(|e| ConfigError::Invalid {
-        name: "PINNED_CERTS_FILE",
-        reason: format!("cannot prepare certificate fetches: {e}"),
-    })?;
-    Ok(CertificateCache::new(fetcher, pinned))
+    Ok(CertificateCache::new(HttpsFetcher::new(), pinned))
 }
 
 /// Keys by certificate URL: pinned ones first, then ones fetched once and kept.
