@@ -3,7 +3,7 @@
 # the criterion micro-benchmarks, then runs each bootstrap under the Lambda Runtime API emulator
 # against moto (bench/harness) and writes BENCHMARKS.md.
 #
-#   bash scripts/bench.sh                     # everything (about 10 minutes on a warm cache)
+#   bash scripts/bench.sh                     # everything (about 15 minutes on a warm cache)
 #   bash scripts/bench.sh --no-micro          # skip the criterion benchmarks
 #   bash scripts/bench.sh --cold-starts 5 --invocations 1000 --out /tmp/bench.md
 #   bash scripts/bench.sh --bin-dir DIR       # measure other builds of the same binaries

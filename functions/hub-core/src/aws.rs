@@ -68,9 +68,10 @@ fn service_variable(variable: &str, service_id: &str) -> String {
     format!("{variable}_{service}")
 }
 
-/// The HTTPS client of every SDK client: rustls on ring with the system's trust roots (loaded
-/// on the first connection, or by the warm-up). The SDK's default would be aws-lc, which costs
-/// more bootstrap size for nothing these functions use.
+/// The HTTPS client of every SDK client: rustls on ring with the system's trust roots. The
+/// SDK's default would be aws-lc, which costs more bootstrap size for nothing these functions
+/// use. The SDK reads the trust roots when a client is built, at init: most of the init time
+/// `BENCHMARKS.md` measures above hello-world's.
 pub fn https_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
@@ -94,8 +95,8 @@ pub fn dynamo_store(config: &aws_config::SdkConfig, table: impl Into<String>) ->
 }
 
 /// When the DynamoDB connection (TCP, TLS, credentials, signing) is opened, set by
-/// `DYNAMODB_WARM_UP`. Measured in `BENCHMARKS.md`: `background` keeps init as short as
-/// hello-world's and still takes most of the connection set-up off the first callback.
+/// `DYNAMODB_WARM_UP`. `BENCHMARKS.md` compares the three: `init` lengthens init by the whole
+/// connection set-up; `background` does not, and overlaps it with the first event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WarmUp {
     /// On the first callback.

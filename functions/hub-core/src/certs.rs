@@ -41,8 +41,7 @@ type HttpsClient = hyper_util::client::legacy::Client<
 /// HTTPS GET with the system trust store, a timeout and a size cap. Plain HTTP is refused.
 ///
 /// The trust store is read on the first fetch, not at start: reading it (hundreds of files under
-/// `/etc/ssl/certs`) was most of these functions' init time, and pinned certificates never
-/// need it.
+/// `/etc/ssl/certs`) took milliseconds of every start, and pinned certificates never need it.
 #[derive(Clone, Default)]
 pub struct HttpsFetcher {
     client: Arc<OnceLock<Result<HttpsClient, String>>>,
