@@ -3,9 +3,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use hub_core::event::{Event, Source};
-use hub_core::store::{
-    ClaimOutcome, EventStore, LedgerClaim, PageRequest, PutOutcome, StoreError, TimeRange,
-};
+use hub_core::store::{EventStore, PageRequest, PutOutcome, StoreError, TimeRange};
 
 fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
@@ -50,8 +48,33 @@ pub async fn run_all<S: EventStore>(store: &S) {
     timeline_spans_months_oldest_first(store).await;
     sources_do_not_mix(store).await;
     foreign_cursors_are_refused(store).await;
-    ledger_applies_changes_in_sequencer_order(store).await;
-    ledger_detects_ties_and_concurrent_claims(store).await;
+    oversized_events_are_refused_alike(store).await;
+}
+
+/// An event over one item's limit is refused as too large by every store (413 at the edge),
+/// never written, and never a retryable failure; one just under it is stored.
+pub async fn oversized_events_are_refused_alike<S: EventStore>(store: &S) {
+    let limit = hub_core::store::MAX_EVENT_BYTES;
+    let mut big = event(Source::Tsuru, "big", "app/big", at(2024, 2, 1, 0));
+    big.payload = format!("\"{}\"", "x".repeat(limit));
+    assert!(matches!(
+        store.put_event(&big).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert!(store
+        .get_event(Source::Tsuru, "big")
+        .await
+        .unwrap()
+        .is_none());
+    let mut fits = event(Source::Tsuru, "fits", "app/big", at(2024, 2, 1, 0));
+    fits.payload = format!("\"{}\"", "x".repeat(limit - 1024));
+    assert_eq!(store.put_event(&fits).await.unwrap(), PutOutcome::Stored);
+    let read = store
+        .get_event(Source::Tsuru, "fits")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.payload.len(), fits.payload.len());
 }
 
 pub async fn put_is_idempotent<S: EventStore>(store: &S) {
@@ -235,88 +258,6 @@ pub async fn foreign_cursors_are_refused<S: EventStore>(store: &S) {
         store.events_about(Source::Stack, "web", &page).await,
         Err(StoreError::BadCursor)
     ));
-}
-
-fn ledger_claim(object: &str, sequencer: &str, event_id: &str, action: &str) -> LedgerClaim {
-    LedgerClaim {
-        object: object.into(),
-        sequencer: sequencer.into(),
-        event_id: event_id.into(),
-        action: action.into(),
-    }
-}
-
-pub async fn ledger_applies_changes_in_sequencer_order<S: EventStore>(store: &S) {
-    let object = "bucket/ledger key ü";
-    assert_eq!(store.ledger_entry(object).await.unwrap(), None);
-    let create = ledger_claim(object, "0001", "create", "copy");
-    let delete = ledger_claim(object, "0002", "delete", "delete");
-    let fresh = ClaimOutcome::Claimed { tie: false };
-
-    // The newer delete arrives first and is applied.
-    assert_eq!(store.claim(&delete).await.unwrap(), fresh);
-    // A retry before it was applied claims it again: the first attempt may have failed.
-    assert_eq!(store.claim(&delete).await.unwrap(), fresh);
-    assert!(store.mark_applied(&delete).await.unwrap());
-    let entry = store.ledger_entry(object).await.unwrap().unwrap();
-    assert_eq!((entry.sequencer.as_str(), entry.applied), ("0002", true));
-    assert_eq!(entry.action, "delete");
-    // A retry after it was applied is not redone; the older create must not resurrect.
-    assert_eq!(
-        store.claim(&delete).await.unwrap(),
-        ClaimOutcome::AlreadyApplied
-    );
-    assert_eq!(
-        store.claim(&create).await.unwrap(),
-        ClaimOutcome::Superseded
-    );
-    assert!(!store.mark_applied(&create).await.unwrap());
-    // A newer change claims over it; the overtaken claim can no longer be marked applied.
-    let recreate = ledger_claim(object, "0003", "recreate", "copy");
-    assert_eq!(store.claim(&recreate).await.unwrap(), fresh);
-    assert!(!store.mark_applied(&delete).await.unwrap());
-    assert!(store.mark_applied(&recreate).await.unwrap());
-    // Objects do not share entries.
-    assert_eq!(store.ledger_entry("bucket/other").await.unwrap(), None);
-    // Ledger entries are not events.
-    let page = store
-        .events_about(Source::S3, object, &PageRequest::first(10))
-        .await
-        .unwrap();
-    assert!(page.events.is_empty());
-}
-
-pub async fn ledger_detects_ties_and_concurrent_claims<S: EventStore>(store: &S) {
-    let object = "bucket/tie";
-    let first = ledger_claim(object, "0005", "first", "copy");
-    let second = ledger_claim(object, "0005", "second", "delete");
-    assert_eq!(
-        store.claim(&first).await.unwrap(),
-        ClaimOutcome::Claimed { tie: false }
-    );
-    assert!(store.mark_applied(&first).await.unwrap());
-    // Same sequencer, another event: the order between them is unknown.
-    assert_eq!(
-        store.claim(&second).await.unwrap(),
-        ClaimOutcome::Claimed { tie: true }
-    );
-
-    // Ten concurrent claims of increasing sequencers: whatever the interleaving, the entry ends
-    // on the newest, and only the newest can be marked applied.
-    let claims: Vec<LedgerClaim> = (10..20)
-        .map(|n| ledger_claim("bucket/race", &format!("{n:04}"), &format!("e{n}"), "copy"))
-        .collect();
-    let outcomes = futures::future::join_all(claims.iter().map(|c| store.claim(c))).await;
-    assert!(outcomes.iter().all(|o| o.is_ok()));
-    assert!(outcomes
-        .iter()
-        .any(|o| matches!(o, Ok(ClaimOutcome::Claimed { .. }))));
-    let entry = store.ledger_entry("bucket/race").await.unwrap().unwrap();
-    assert_eq!(entry.sequencer, "0019");
-    for claim in &claims[..9] {
-        assert!(!store.mark_applied(claim).await.unwrap());
-    }
-    assert!(store.mark_applied(&claims[9]).await.unwrap());
 }
 
 /// Twenty concurrent puts of one event, spread over `stores` (handles on one database): exactly

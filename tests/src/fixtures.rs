@@ -6,11 +6,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dingtalk_callback::DingTalkCrypto;
 use hub_core::config::Secret;
-use hub_core::sns::{string_to_sign, SnsKind, SnsMessage};
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::{Pkcs1v15Sign, RsaPrivateKey};
 use serde_json::{json, Map, Value};
 use sha2::Digest;
+use sns::{string_to_sign, SnsKind, SnsMessage};
 
 pub const STACK_HOOK_TOKEN: &str = "local-stack-hook-token-0001";
 pub const DINGTALK_TOKEN: &str = "callback-hub-local-token";
@@ -274,7 +274,7 @@ fn dingtalk_samples() -> Vec<(String, Value)> {
 /// The pinned URL of the test SNS certificate: an SNS host, so it passes the URL check, but
 /// served only from `events/pinned-certs.json`, never fetched.
 pub const SNS_TEST_CERT_URL: &str =
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-callbackhubtest.pem";
+    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0c4b1c0a1b2c3d4e5f60718293a4b5c6.pem";
 pub const STACK_EVENTS_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:callback-hub-stack-events";
 pub const CFN_STACK_ID: &str =
     "arn:aws:cloudformation:us-east-1:123456789012:stack/orders-api/5e2a4f10-d7a9-11ee-9c3f-0a1b2c3d4e5f";

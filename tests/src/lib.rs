@@ -3,6 +3,7 @@
 
 pub mod contract;
 pub mod fixtures;
+pub mod ledger_contract;
 pub mod moto;
 pub mod template;
 
@@ -63,12 +64,11 @@ pub fn fixture_vars(function: &str) -> std::collections::HashMap<String, String>
 pub fn sns_verifier<F: hub_core::certs::Fetcher>(
     vars: &std::collections::HashMap<String, String>,
     fetcher: F,
-) -> hub_core::sns::SnsVerifier<F> {
-    use hub_core::config::Vars;
+) -> sns::SnsVerifier<F> {
     let pinned = hub_core::certs::pinned_from_vars(vars).expect("pinned certificates load");
-    hub_core::sns::SnsVerifier::new(
-        hub_core::certs::CertificateCache::new(fetcher, pinned),
-        vars.list("SNS_TOPIC_ARNS"),
+    sns::SnsVerifier::from_vars(
+        vars,
+        std::sync::Arc::new(hub_core::certs::CertificateCache::new(fetcher, pinned)),
     )
 }
 

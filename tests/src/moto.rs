@@ -96,8 +96,8 @@ pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-        .timeout_config(hub_core::store::dynamo::timeout_config())
-        .retry_config(hub_core::store::dynamo::retry_config())
+        .timeout_config(hub_core::aws::timeout_config())
+        .retry_config(hub_core::aws::retry_config())
         .load()
         .await
 }

@@ -1,8 +1,10 @@
 //! dingtalk-callback through its handler, against DynamoDB and SSM on moto, with `events/` requests.
 
-use dingtalk_callback::{load_crypto, DingTalkCrypto, DingTalkHandler};
+use dingtalk_callback::{DingTalkCrypto, DingTalkHandler};
+use hub_core::aws::LazyAws;
 use hub_core::clock::SystemClock;
 use hub_core::config::{EdgeConfig, Secret};
+use hub_core::setup::Setup;
 use hub_core::store::DynamoStore;
 use hub_tests::fixtures::{
     dingtalk_crypto, APPROVAL_ID, DINGTALK_AES_KEY, DINGTALK_OWNER_KEY, DINGTALK_TOKEN,
@@ -254,22 +256,28 @@ async fn secrets_come_from_an_ssm_secure_string_read_once() {
         .send()
         .await
         .unwrap();
-    let crypto = load_crypto(&[("DINGTALK_SECRETS_PARAMETER", name.as_str())], &sdk)
-        .await
-        .unwrap();
+    // The function's own constructor, as Lambda and the local server call it.
+    let setup = |parameter: &str| {
+        let vars = [(
+            "DINGTALK_SECRETS_PARAMETER".to_owned(),
+            parameter.to_owned(),
+        )];
+        Setup::new(vars.into_iter().collect(), LazyAws::ready(sdk.clone())).unwrap()
+    };
     let store = fresh_store("dingtalk").await;
+    let handler = dingtalk_callback::build(store.clone(), &setup(&name))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_success_reply(
-        &handler(store.clone(), crypto)
+        &handler
             .handle(fixture_request("dingtalk-user-add-org.json"))
             .await,
     );
     assert_eq!(scan_items(&store).await.len(), 1);
 
-    let missing = load_crypto(
-        &[("DINGTALK_SECRETS_PARAMETER", "/callback-hub/absent")],
-        &sdk,
-    )
-    .await
-    .unwrap_err();
+    let missing = dingtalk_callback::build(store, &setup("/callback-hub/absent"))
+        .await
+        .err()
+        .expect("an absent parameter stops the start");
     assert_eq!(missing.variable(), "DINGTALK_SECRETS_PARAMETER");
 }

@@ -2,11 +2,24 @@
 
 use hub_core::event::{Event, Source};
 use hub_core::store::{DynamoStore, EventWriter, StoreError};
-use hub_tests::{contract, fresh_store, unreachable_store, Moto};
+use hub_tests::{contract, fresh_store, ledger_contract, unreachable_store, Moto};
 
 #[tokio::test]
 async fn dynamodb_store_meets_the_contract() {
     contract::run_all(&fresh_store("contract").await).await;
+}
+
+#[tokio::test]
+async fn dynamodb_mirror_ledger_meets_the_ledger_contract() {
+    use s3_notification::ledger::LedgerSource;
+    let store = fresh_store("ledger").await;
+    ledger_contract::run_all(&store.mirror_ledger().unwrap(), &store).await;
+}
+
+#[tokio::test]
+async fn memory_mirror_ledger_meets_the_same_contract() {
+    let ledger = s3_notification::ledger::memory::MemoryLedger::new();
+    ledger_contract::run_all(&ledger, &hub_core::store::memory::MemoryStore::new()).await;
 }
 
 #[tokio::test]

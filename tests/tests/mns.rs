@@ -4,6 +4,7 @@ use chrono::DateTime;
 use hub_core::certs::testing::FakeFetcher;
 use hub_core::certs::{pinned_from_vars, CertificateCache, HttpsFetcher};
 use hub_core::clock::FixedClock;
+use hub_core::config::EdgeConfig;
 use hub_core::store::DynamoStore;
 use hub_tests::fixtures::{mns_fields, mns_json_body, signed_mns, MNS_DATE};
 use hub_tests::{
@@ -35,7 +36,7 @@ fn handler<F: hub_core::certs::Fetcher>(store: DynamoStore, fetcher: F) -> Handl
         store,
         clock,
         certificates,
-        MnsConfig::from_vars(&vars).unwrap(),
+        MnsConfig::from_vars(&vars, EdgeConfig::from_vars(&vars).unwrap()).unwrap(),
     )
 }
 

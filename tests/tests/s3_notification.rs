@@ -6,12 +6,14 @@ use aws_sdk_s3::primitives::ByteStream;
 use hub_core::certs::testing::FakeFetcher;
 use hub_core::certs::{CertificateCache, HttpsFetcher};
 use hub_core::clock::SystemClock;
-use hub_core::store::{DynamoStore, MirrorLedger};
+use hub_core::store::DynamoStore;
 use hub_tests::fixtures::{aws_s3_record, s3_sns_request, vk_record, vk_request};
 use hub_tests::{
     attr, body_json, fixture_json, fixture_request, fixture_vars, fresh_store, moto,
     request_from_json, scan_items, sns_verifier, unique_name, Moto,
 };
+use s3_notification::ledger::dynamo::DynamoLedger;
+use s3_notification::ledger::{LedgerSource, MirrorLedger};
 use s3_notification::mirror::{Copied, MirrorError, ObjectTransfer};
 use s3_notification::{Mirror, S3Config, S3Handler, S3Transfer, SourceAccess};
 use serde_json::{json, Value};
@@ -38,7 +40,7 @@ impl ObjectTransfer for Counting {
     }
 }
 
-type Handler = S3Handler<DynamoStore, SystemClock, Arc<FakeFetcher>, Arc<Counting>>;
+type Handler = S3Handler<DynamoStore, SystemClock, Arc<FakeFetcher>, Arc<Counting>, DynamoLedger>;
 
 fn vars() -> HashMap<String, String> {
     fixture_vars("S3NotificationFunction")
@@ -56,12 +58,15 @@ fn handler_with(
             deletes: AtomicUsize::new(0),
         })
     });
+    let ledger = store.mirror_ledger().unwrap();
     let handler = S3Handler::new(
         store,
         SystemClock,
         S3Config::from_vars(vars).unwrap(),
         sns_verifier(vars, Arc::new(FakeFetcher::new())),
-        counting.clone().map(Mirror::new),
+        counting
+            .clone()
+            .map(|transfer| Mirror::new(transfer, ledger)),
     );
     (handler, counting)
 }
@@ -309,12 +314,12 @@ async fn certificate_urls_off_sns_hosts_are_never_fetched() {
     });
     let vars = vars();
     let pinned = hub_core::certs::pinned_from_vars(&vars).unwrap();
-    let sns = hub_core::sns::SnsVerifier::new(
+    let sns = sns::SnsVerifier::new(
         CertificateCache::new(HttpsFetcher::new(), pinned),
         vec![hub_tests::fixtures::S3_EVENTS_TOPIC.to_owned()],
     );
     let store = fresh_store("s3-certs").await;
-    let handler: S3Handler<_, _, _, Arc<Counting>> = S3Handler::new(
+    let handler: S3Handler<_, _, _, Arc<Counting>, DynamoLedger> = S3Handler::new(
         store.clone(),
         SystemClock,
         S3Config::from_vars(&vars).unwrap(),
@@ -383,6 +388,8 @@ async fn create_then_delete_keeps_the_mirror_in_sync() {
     assert_eq!(setup.mirrored("docs/a.txt").await, None);
     let entry = setup
         .store
+        .mirror_ledger()
+        .unwrap()
         .ledger_entry(&format!("{}/docs/a.txt", setup.source))
         .await
         .unwrap()

@@ -2,7 +2,7 @@
 //! DynamoDB's, so a behaviour difference between the two is a failing test.
 
 use callback_hub::SqliteStore;
-use hub_tests::{contract, unique_name};
+use hub_tests::{contract, ledger_contract, unique_name};
 
 fn database() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(unique_name("callback-hub-sqlite"));
@@ -13,6 +13,13 @@ fn database() -> std::path::PathBuf {
 #[tokio::test]
 async fn sqlite_store_meets_the_contract() {
     contract::run_all(&SqliteStore::open(database()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_mirror_ledger_meets_the_ledger_contract() {
+    use s3_notification::ledger::LedgerSource;
+    let store = SqliteStore::open(database()).unwrap();
+    ledger_contract::run_all(&store.mirror_ledger().unwrap(), &store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

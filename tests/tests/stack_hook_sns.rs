@@ -4,7 +4,6 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use hub_core::certs::testing::FakeFetcher;
 use hub_core::clock::SystemClock;
-use hub_core::sns::SnsKind;
 use hub_core::store::DynamoStore;
 use hub_tests::fixtures::{
     cfn_message, signed_sns, sns_request, stack_event_request, CFN_STACK_ID, STACK_EVENTS_TOPIC,
@@ -15,6 +14,7 @@ use hub_tests::{
 };
 use lambda_http::Request;
 use serde_json::Value;
+use sns::SnsKind;
 use stack_hook::{StackHook, StackHookConfig};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -123,9 +123,9 @@ pub fn table(events: &[Event]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sqlite::SqliteStore;
     use hub_core::event::parse_time;
     use hub_core::store::EventWriter;
+    use sqlite_store::SqliteStore;
 
     fn event(source: Source, id: &str, subject: &str, at: &str) -> Event {
         Event::new(

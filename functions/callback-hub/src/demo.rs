@@ -2,8 +2,8 @@
 //! `events/env.json`, every sample of `events/` replayed over real HTTP, and what each sender
 //! got back and what was stored printed. It fails unless every sample was accepted and stored.
 
-use crate::server::{serve, Routes};
-use crate::sqlite::SqliteStore;
+use crate::routes::Routes;
+use crate::server::serve;
 use crate::store::AnyStore;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hub_core::event::{format_time, Source};
 use hub_core::store::{PageRequest, SubjectHistory};
 use serde_json::Value;
+use sqlite_store::SqliteStore;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -149,7 +150,7 @@ pub async fn run(events_dir: &Path, db: &Path) -> Result<DemoReport, DemoError> 
     let sqlite = SqliteStore::open(db)?;
     let before = sqlite.count().await?;
     let store = AnyStore::Sqlite(sqlite.clone());
-    let routes = Arc::new(Routes::build(&demo_vars(events_dir)?, store.clone()).await?);
+    let routes = Arc::new(Routes::local(demo_vars(events_dir)?, store.clone()).await?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| DemoError::Io("binding 127.0.0.1".into(), e))?;

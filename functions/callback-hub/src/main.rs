@@ -1,6 +1,6 @@
 use callback_hub::commands::{find_events, json_lines, table, EventQuery};
-use callback_hub::server::{serve, termination, Routes};
-use callback_hub::{AnyStore, SqliteStore};
+use callback_hub::server::{serve, termination};
+use callback_hub::{AnyStore, Routes, SqliteStore};
 use hub_core::config::Vars;
 use hub_core::event::{parse_time, Source};
 use std::collections::HashMap;
@@ -114,7 +114,7 @@ async fn serve_command(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         tracing::info!(purged, "expired events removed");
     }
-    let routes = Routes::build(&vars, store.clone())
+    let routes = Routes::local(vars, store.clone())
         .await
         .map_err(|e| e.to_string())?;
     let listen = args

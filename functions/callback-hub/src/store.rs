@@ -1,13 +1,19 @@
 //! The store the local server and the commands run on: SQLite by default, or the deployed
 //! DynamoDB table (`EVENTS_TABLE`) when no `--db` is given.
 
-use crate::sqlite::SqliteStore;
+use hub_core::config::ConfigError;
 use hub_core::event::{Event, Source};
 use hub_core::store::{
-    ClaimOutcome, DynamoStore, EventLookup, EventWriter, LatestState, LedgerClaim, LedgerEntry,
-    MirrorLedger, Page, PageRequest, PutOutcome, SourceTimeline, StoreError, SubjectHistory,
-    TimeRange,
+    DynamoStore, EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, Retained,
+    SourceTimeline, StoreError, SubjectHistory, TimeRange,
 };
+use s3_notification::ledger::dynamo::DynamoLedger;
+use s3_notification::ledger::sqlite::SqliteLedger;
+use s3_notification::ledger::{ClaimOutcome, LedgerClaim, LedgerEntry, LedgerSource, MirrorLedger};
+use sqlite_store::SqliteStore;
+
+/// What the server's routes are given: the store, with `EVENT_TTL_DAYS` applied to every write.
+pub type LocalStore = Retained<AnyStore>;
 
 #[derive(Clone, Debug)]
 pub enum AnyStore {
@@ -85,16 +91,42 @@ impl SourceTimeline for AnyStore {
     }
 }
 
-impl MirrorLedger for AnyStore {
+/// The mirror's ledger beside whichever store the server runs on.
+#[derive(Clone, Debug)]
+pub enum AnyLedger {
+    Sqlite(SqliteLedger),
+    Dynamo(DynamoLedger),
+}
+
+impl LedgerSource for AnyStore {
+    type Ledger = AnyLedger;
+    fn mirror_ledger(&self) -> Result<AnyLedger, ConfigError> {
+        Ok(match self {
+            AnyStore::Sqlite(store) => AnyLedger::Sqlite(store.mirror_ledger()?),
+            AnyStore::Dynamo(store) => AnyLedger::Dynamo(store.mirror_ledger()?),
+        })
+    }
+}
+
+macro_rules! delegate_ledger {
+    ($self:ident, $ledger:ident => $call:expr) => {
+        match $self {
+            AnyLedger::Sqlite($ledger) => $call.await,
+            AnyLedger::Dynamo($ledger) => $call.await,
+        }
+    };
+}
+
+impl MirrorLedger for AnyLedger {
     async fn claim(&self, claim: &LedgerClaim) -> Result<ClaimOutcome, StoreError> {
-        delegate!(self, s => s.claim(claim))
+        delegate_ledger!(self, l => l.claim(claim))
     }
 
     async fn mark_applied(&self, claim: &LedgerClaim) -> Result<bool, StoreError> {
-        delegate!(self, s => s.mark_applied(claim))
+        delegate_ledger!(self, l => l.mark_applied(claim))
     }
 
     async fn ledger_entry(&self, object: &str) -> Result<Option<LedgerEntry>, StoreError> {
-        delegate!(self, s => s.ledger_entry(object))
+        delegate_ledger!(self, l => l.ledger_entry(object))
     }
 }

@@ -1,7 +1,8 @@
 //! The local server over real HTTP: disabled routes, error parity with the Lambda handlers,
 //! graceful shutdown, SIGTERM, the demo run twice, and the README's curl examples.
 
-use callback_hub::server::{serve, Routes};
+use callback_hub::server::serve;
+use callback_hub::Routes;
 use callback_hub::{AnyStore, SqliteStore};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -36,7 +37,7 @@ struct Running {
 
 async fn start(vars: &HashMap<String, String>) -> Running {
     let store = AnyStore::Sqlite(SqliteStore::in_memory().unwrap());
-    let routes = Arc::new(Routes::build(vars, store).await.unwrap());
+    let routes = Arc::new(Routes::local(vars.clone(), store).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -152,7 +153,7 @@ async fn malformed_requests_get_the_lambda_status_and_body() {
     ];
     // The same requests through the handlers as the Lambda functions build them.
     let lambda_store = AnyStore::Sqlite(SqliteStore::in_memory().unwrap());
-    let lambda = Routes::build(&vars, lambda_store).await.unwrap();
+    let lambda = Routes::local(vars.clone(), lambda_store).await.unwrap();
     for (path, body) in cases {
         let request = post(&path, &body);
         let (status, served) = tokio::task::spawn_blocking(move || exchange(address, &request))

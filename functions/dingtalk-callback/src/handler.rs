@@ -115,8 +115,7 @@ impl<S: EventWriter, C: Clock> DingTalkHandler<S, C> {
             String::from_utf8_lossy(&plaintext).into_owned(),
             self.clock.now(),
         )
-        .occurred_at(events::occurred_at(&event))
-        .retained_for_days(self.edge.event_ttl_days);
+        .occurred_at(events::occurred_at(&event));
         let outcome = self.store.put_event(&stored).await?;
         tracing::info!(
             event_type,
@@ -137,5 +136,12 @@ impl<S: EventWriter, C: Clock> DingTalkHandler<S, C> {
             StatusCode::OK,
             &serde_json::to_value(reply).expect("reply serializes"),
         )
+    }
+}
+impl<S: EventWriter + 'static, C: Clock + 'static> hub_core::http::Handler
+    for DingTalkHandler<S, C>
+{
+    async fn handle(&self, request: Request) -> Response<Body> {
+        DingTalkHandler::handle(self, request).await
     }
 }

@@ -8,7 +8,10 @@ pub mod handler;
 pub use crypto::DingTalkCrypto;
 pub use handler::DingTalkHandler;
 
+use hub_core::clock::SystemClock;
 use hub_core::config::{ConfigError, Secret, Vars};
+use hub_core::setup::Setup;
+use hub_core::store::EventWriter;
 use serde::Deserialize;
 
 const TOKEN: &str = "DINGTALK_TOKEN";
@@ -79,48 +82,32 @@ pub enum Origin {
     Parameter,
 }
 
-/// Reads the secrets parameter once, at start.
-pub async fn fetch_parameter(
-    client: &aws_sdk_ssm::Client,
-    name: &str,
-) -> Result<RawSecrets, ConfigError> {
-    let output = client
-        .get_parameter()
-        .name(name)
-        .with_decryption(true)
-        .send()
-        .await
-        .map_err(|e| {
-            let code = aws_sdk_ssm::error::ProvideErrorMetadata::code(&e)
-                .unwrap_or("unreachable")
-                .to_owned();
-            ConfigError::Invalid {
-                name: PARAMETER,
-                reason: format!("cannot read the parameter ({code})"),
-            }
-        })?;
-    let value = output
-        .parameter()
-        .and_then(|p| p.value())
-        .unwrap_or_default();
-    serde_json::from_str(value).map_err(|_| ConfigError::Invalid {
-        name: PARAMETER,
-        reason: r#"the parameter is not {"token","aes_key","owner_key"} JSON"#.into(),
-    })
-}
+/// The function as Lambda and the local server run it.
+pub type DingTalkFunction<S> = DingTalkHandler<S, SystemClock>;
 
-/// The cipher from whichever source is configured.
-pub async fn load_crypto(
-    vars: &impl Vars,
-    sdk: &aws_config::SdkConfig,
-) -> Result<DingTalkCrypto, ConfigError> {
-    match SecretsSource::from_vars(vars)? {
-        SecretsSource::Direct(raw) => crypto_from(raw, Origin::Variables),
+/// Reads the secrets once, at start (never per request: DingTalk's deadline is 1.5 s), from the
+/// variables or the SSM parameter, and builds the handler over `store`.
+pub async fn build<S: EventWriter>(
+    store: S,
+    setup: &Setup,
+) -> Result<DingTalkFunction<S>, ConfigError> {
+    let crypto = match SecretsSource::from_vars(setup)? {
+        SecretsSource::Direct(raw) => crypto_from(raw, Origin::Variables)?,
         SecretsSource::Parameter(name) => {
-            let raw = fetch_parameter(&aws_sdk_ssm::Client::new(sdk), &name).await?;
-            crypto_from(raw, Origin::Parameter)
+            let text = setup.parameter(PARAMETER, &name).await?;
+            let raw = serde_json::from_str(&text).map_err(|_| ConfigError::Invalid {
+                name: PARAMETER,
+                reason: r#"the parameter is not {"token","aes_key","owner_key"} JSON"#.into(),
+            })?;
+            crypto_from(raw, Origin::Parameter)?
         }
-    }
+    };
+    Ok(DingTalkHandler::new(
+        store,
+        SystemClock,
+        crypto,
+        setup.edge().clone(),
+    ))
 }
 
 #[cfg(test)]

@@ -2,15 +2,17 @@
 //! point them at a local API (moto) in tests and local runs.
 
 use crate::config::{ConfigError, ProcessEnv, Vars};
-use crate::store::dynamo::{retry_config, timeout_config};
 use crate::store::DynamoStore;
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_types::sdk_config::SharedCredentialsProvider;
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 use std::str::FromStr;
+use std::time::Duration;
 
 /// The SDK configuration of a function, from what Lambda puts in its environment: the region
 /// (`AWS_REGION`), the execution role's credentials (`AWS_ACCESS_KEY_ID`,
@@ -80,9 +82,26 @@ pub fn https_client() -> SharedHttpClient {
         .build_https()
 }
 
+/// How every SDK client behaves: short timeouts and few retries, because every sender has a
+/// deadline (DingTalk 1.5 s, MNS 5 s) and retries a push that failed. Clients with longer work
+/// (S3 copies) override the timeouts for themselves.
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .operation_attempt_timeout(Duration::from_millis(800))
+        .operation_timeout(Duration::from_millis(1_200))
+        .build()
+}
+
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(20))
+}
+
 /// The full SDK loader (profiles, SSO, IMDS...): for the local server, which runs anywhere.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .http_client(https_client())
         .timeout_config(timeout_config())
         .retry_config(retry_config())
@@ -90,8 +109,59 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
-pub fn dynamo_store(config: &aws_config::SdkConfig, table: impl Into<String>) -> DynamoStore {
+pub fn dynamo_store(config: &SdkConfig, table: impl Into<String>) -> DynamoStore {
     DynamoStore::new(aws_sdk_dynamodb::Client::new(config), table)
+}
+
+/// The SDK configuration, made on first use: a local server whose routes need no AWS service
+/// never loads credentials, and a Lambda function pays only for what it reads.
+pub struct LazyAws {
+    kind: LoaderKind,
+    config: tokio::sync::OnceCell<Result<SdkConfig, ConfigError>>,
+}
+
+enum LoaderKind {
+    /// [`lambda_sdk_config`]: the environment Lambda gives, no I/O.
+    Lambda,
+    /// [`sdk_config`]: every provider, for a server on a VM or a laptop.
+    Full,
+}
+
+impl LazyAws {
+    pub fn lambda() -> Self {
+        LazyAws {
+            kind: LoaderKind::Lambda,
+            config: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub fn full() -> Self {
+        LazyAws {
+            kind: LoaderKind::Full,
+            config: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// A configuration made elsewhere (tests against moto, tools that already hold one).
+    pub fn ready(config: SdkConfig) -> Self {
+        LazyAws {
+            kind: LoaderKind::Lambda,
+            config: tokio::sync::OnceCell::new_with(Some(Ok(config))),
+        }
+    }
+
+    pub async fn config(&self) -> Result<&SdkConfig, ConfigError> {
+        self.config
+            .get_or_init(|| async {
+                match self.kind {
+                    LoaderKind::Lambda => lambda_sdk_config(),
+                    LoaderKind::Full => Ok(sdk_config().await),
+                }
+            })
+            .await
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// When the DynamoDB connection (TCP, TLS, credentials, signing) is opened, set by

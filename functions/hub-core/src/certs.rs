@@ -234,7 +234,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    const SNS_PEM: &str = include_str!("../tests/fixtures/sns-cert.pem");
+    const SNS_PEM: &str = include_str!("../tests/fixtures/rsa-cert.pem");
 
     struct Counting {
         calls: AtomicUsize,

@@ -14,10 +14,17 @@ pub enum Source {
     S3,
     Stack,
     Mns,
+    Tsuru,
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::Dingtalk, Source::S3, Source::Stack, Source::Mns];
+    pub const ALL: [Source; 5] = [
+        Source::Dingtalk,
+        Source::S3,
+        Source::Stack,
+        Source::Mns,
+        Source::Tsuru,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +32,7 @@ impl Source {
             Source::S3 => "s3",
             Source::Stack => "stack",
             Source::Mns => "mns",
+            Source::Tsuru => "tsuru",
         }
     }
 }
@@ -140,11 +148,20 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+        .filter(is_writable)
 }
 
-/// Time from Unix epoch milliseconds (DingTalk, MNS), rejecting values outside chrono's range.
+/// Time from Unix epoch milliseconds (DingTalk, MNS). Only years 0000 to 9999 are accepted:
+/// RFC 3339 cannot write others, and a stored time that cannot be read back would break every
+/// later read of the item.
 pub fn time_from_millis(millis: i64) -> Option<DateTime<Utc>> {
-    DateTime::<Utc>::from_timestamp_millis(millis)
+    DateTime::<Utc>::from_timestamp_millis(millis).filter(is_writable)
+}
+
+/// Whether a time has a four-digit year, as RFC 3339 (and so every stored time) needs.
+pub fn is_writable(at: &DateTime<Utc>) -> bool {
+    use chrono::Datelike;
+    (0..=9999).contains(&at.year())
 }
 
 /// A content-derived idempotency key, for senders that give no id of their own.
@@ -206,6 +223,18 @@ mod tests {
         let now = Utc::now();
         let e = Event::new(Source::Stack, "id", "T", "name", "{}", now).alias(Some("name".into()));
         assert_eq!(e.subject_alias, None);
+    }
+
+    #[test]
+    fn times_past_year_9999_are_refused() {
+        assert!(
+            time_from_millis(253_402_300_799_999).is_some(),
+            "9999-12-31"
+        );
+        assert_eq!(time_from_millis(253_402_300_800_000), None, "year 10000");
+        assert_eq!(time_from_millis(i64::MAX), None);
+        assert_eq!(time_from_millis(-62_167_219_200_001), None, "before year 0");
+        assert!(time_from_millis(0).is_some());
     }
 
     #[test]

@@ -5,11 +5,34 @@ use crate::store::StoreError;
 use http::{header, HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A function's request handler: what Lambda invokes and the local server routes to.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: Request) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// A handler behind a pointer, so that the local server can hold every function's in one table.
+pub type SharedHandler =
+    Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+
+pub fn shared<H: Handler>(handler: H) -> SharedHandler {
+    let handler = Arc::new(handler);
+    Arc::new(move |request| {
+        let handler = handler.clone();
+        Box::pin(async move { handler.handle(request).await })
+    })
+}
 
 /// Everything a handler can refuse a request with. Messages are short and safe: they never hold
 /// a secret, an expected signature or decrypted content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
+    /// A user-facing route without the right bearer token: 401 with `WWW-Authenticate`.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -37,6 +60,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -50,6 +74,7 @@ impl ApiError {
     /// The `error` field of the body.
     pub fn code(&self) -> &'static str {
         match self {
+            ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -70,6 +95,11 @@ impl ApiError {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if matches!(self, ApiError::Unavailable(_)) {
             response
                 .headers_mut()
@@ -87,6 +117,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Unavailable("event store unavailable, retry later".into())
             }
             StoreError::BadCursor => ApiError::bad_request("invalid pagination cursor"),
+            StoreError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
             StoreError::Failed(detail) => {
                 tracing::error!(error = %detail, "event store failure");
                 ApiError::Internal

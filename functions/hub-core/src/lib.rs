@@ -1,4 +1,8 @@
-//! Shared building blocks of the callback-hub functions. Nothing here is specific to one sender.
+//! The kernel of callback-hub: what every function shares, and nothing that belongs to one
+//! sender. The event model and the event store's capabilities (with their DynamoDB store), config
+//! primitives and the per-function [`setup::Setup`], shared-secret authentication, the HTTP edge,
+//! the signing-certificate fetcher and cache, AWS client set-up, the Lambda entry point,
+//! telemetry and a clock.
 
 pub mod auth;
 pub mod aws;
@@ -7,16 +11,10 @@ pub mod clock;
 pub mod config;
 pub mod event;
 pub mod http;
-pub mod sns;
+pub mod lambda;
+pub mod setup;
 pub mod store;
 pub mod telemetry;
 
 pub use event::{Event, Source};
 pub use store::{PutOutcome, StoreError};
-
-/// Stops a function at start: logs the reason (naming the variable) and returns it as the error
-/// that `main` exits with, so Lambda reports an init failure instead of serving unauthenticated.
-pub fn fail_start(err: config::ConfigError) -> lambda_http::Error {
-    tracing::error!(variable = err.variable(), error = %err, "refusing to start");
-    Box::new(err)
-}

@@ -44,6 +44,9 @@ fn filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
         .with_default(default)
         .with_target("aws_smithy_runtime", LevelFilter::WARN)
         .with_target("aws_config", LevelFilter::WARN)
+        // At trace the runtime logs whole invocations, query-string tokens included.
+        .with_target("lambda_runtime", LevelFilter::INFO)
+        .with_target("lambda_http", LevelFilter::INFO)
 }
 
 #[cfg(test)]
@@ -80,6 +83,14 @@ mod tests {
         assert!(!f.would_enable("aws_smithy_runtime::client", &Level::INFO));
         assert!(!f.would_enable("aws_config::meta", &Level::DEBUG));
         assert!(f.would_enable("aws_smithy_runtime", &Level::WARN));
+    }
+
+    #[test]
+    fn the_runtime_never_logs_raw_invocations() {
+        let f = filter(Some("TRACE"), Some("trace"));
+        assert!(!f.would_enable("lambda_runtime::layers", &Level::DEBUG));
+        assert!(!f.would_enable("lambda_http", &Level::TRACE));
+        assert!(f.would_enable("lambda_runtime", &Level::INFO));
     }
 
     #[test]

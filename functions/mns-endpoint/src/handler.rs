@@ -10,11 +10,12 @@ use hub_core::event::{time_from_millis, Event, Source};
 use hub_core::http::{empty_response, header_str, raw_body, require_method, respond, ApiError};
 use hub_core::store::{EventWriter, PutOutcome};
 use lambda_http::{Body, Request, Response};
+use std::sync::Arc;
 
 pub struct MnsHandler<S, C, F> {
     store: S,
     clock: C,
-    certificates: CertificateCache<F>,
+    certificates: Arc<CertificateCache<F>>,
     config: MnsConfig,
 }
 
@@ -23,11 +24,16 @@ fn forbidden(e: SignatureError) -> ApiError {
 }
 
 impl<S: EventWriter, C: Clock, F: Fetcher> MnsHandler<S, C, F> {
-    pub fn new(store: S, clock: C, certificates: CertificateCache<F>, config: MnsConfig) -> Self {
+    pub fn new(
+        store: S,
+        clock: C,
+        certificates: impl Into<Arc<CertificateCache<F>>>,
+        config: MnsConfig,
+    ) -> Self {
         MnsHandler {
             store,
             clock,
-            certificates,
+            certificates: certificates.into(),
             config,
         }
     }
@@ -80,8 +86,7 @@ impl<S: EventWriter, C: Clock, F: Fetcher> MnsHandler<S, C, F> {
             notification.to_json().to_string(),
             self.clock.now(),
         )
-        .occurred_at(notification.publish_time.and_then(time_from_millis))
-        .retained_for_days(self.config.edge.event_ttl_days);
+        .occurred_at(notification.publish_time.and_then(time_from_millis));
         let outcome = self.store.put_event(&event).await?;
         tracing::info!(
             message_id = %event.event_id,
@@ -91,5 +96,16 @@ impl<S: EventWriter, C: Clock, F: Fetcher> MnsHandler<S, C, F> {
             "mns message accepted"
         );
         Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+}
+
+impl<S, C, F> hub_core::http::Handler for MnsHandler<S, C, F>
+where
+    S: EventWriter + 'static,
+    C: Clock + 'static,
+    F: Fetcher + 'static,
+{
+    async fn handle(&self, request: Request) -> Response<Body> {
+        MnsHandler::handle(self, request).await
     }
 }

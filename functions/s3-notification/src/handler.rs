@@ -1,56 +1,43 @@
 //! `POST /s3`: the VK handshake, VK records, and SNS envelopes carrying AWS S3 events.
 
+use crate::ledger::MirrorLedger;
 use crate::mirror::{Mirror, MirrorError, MirrorOutcome, ObjectTransfer};
 use crate::records::{self, ObjectRecord, S3Notification, TestEvent};
 use crate::vk::VkHandshake;
 use crate::S3Config;
 use http::{Method, StatusCode};
-use hub_core::auth::require_callback_token;
+use hub_core::auth::{presented_callback_token, require_callback_token};
 use hub_core::certs::Fetcher;
 use hub_core::clock::Clock;
 use hub_core::event::{Event, Source};
 use hub_core::http::{json_response, raw_body, require_method, respond, ApiError};
-use hub_core::sns::{handshake_reply, has_sns_type, Received, SnsVerifier};
-use hub_core::store::{EventWriter, MirrorLedger, PutOutcome};
+use hub_core::store::{EventWriter, PutOutcome};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Map, Value};
+use sns::{Received, SnsVerifier};
 
-/// What `s3-notification` needs from the store: events, and the mirror's ledger.
-pub trait S3Store: EventWriter + MirrorLedger {}
-impl<T: EventWriter + MirrorLedger> S3Store for T {}
-
-pub struct S3Handler<S, C, F, T> {
+pub struct S3Handler<S, C, F, T, L> {
     store: S,
     clock: C,
     config: S3Config,
     sns: SnsVerifier<F>,
-    mirror: Option<Mirror<T>>,
+    mirror: Option<Mirror<T, L>>,
 }
 
-/// How a body presents itself. VK sends `X-Amz-Sns-Message-Type: Notification` on everything,
-/// its handshake included, so the body decides, never that header.
-enum Kind {
-    VkHandshake(Map<String, Value>),
-    Sns(Map<String, Value>),
-    Direct(Option<Map<String, Value>>),
-}
-
-fn classify(body: &[u8]) -> Kind {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) if VkHandshake::detect(&object) => Kind::VkHandshake(object),
-        Ok(Value::Object(object)) if has_sns_type(&object) => Kind::Sns(object),
-        Ok(Value::Object(object)) => Kind::Direct(Some(object)),
-        _ => Kind::Direct(None),
-    }
-}
-
-impl<S: S3Store, C: Clock, F: Fetcher, T: ObjectTransfer> S3Handler<S, C, F, T> {
+impl<S, C, F, T, L> S3Handler<S, C, F, T, L>
+where
+    S: EventWriter,
+    C: Clock,
+    F: Fetcher,
+    T: ObjectTransfer,
+    L: MirrorLedger,
+{
     pub fn new(
         store: S,
         clock: C,
         config: S3Config,
         sns: SnsVerifier<F>,
-        mirror: Option<Mirror<T>>,
+        mirror: Option<Mirror<T, L>>,
     ) -> Self {
         S3Handler {
             store,
@@ -65,7 +52,7 @@ impl<S: S3Store, C: Clock, F: Fetcher, T: ObjectTransfer> S3Handler<S, C, F, T> 
         &self.store
     }
 
-    pub fn mirror(&self) -> Option<&Mirror<T>> {
+    pub fn mirror(&self) -> Option<&Mirror<T, L>> {
         self.mirror.as_ref()
     }
 
@@ -73,13 +60,25 @@ impl<S: S3Store, C: Clock, F: Fetcher, T: ObjectTransfer> S3Handler<S, C, F, T> 
         respond(self.dispatch(&request).await)
     }
 
+    /// The credential decides the sender before the body is parsed: a request carrying our
+    /// token is VK (authenticated first, then a handshake or records); anything else must be a
+    /// verifiable SNS message. VK sends `X-Amz-Sns-Message-Type: Notification` on everything,
+    /// its handshake included, so that header decides nothing.
     async fn dispatch(&self, request: &Request) -> Result<Response<Body>, ApiError> {
         require_method(request, &[Method::POST], "POST")?;
         let body = raw_body(request, self.config.edge.max_body_bytes)?;
-        match classify(body) {
-            Kind::VkHandshake(object) => self.vk_handshake(request, &object),
-            Kind::Sns(envelope) => self.receive_sns(&envelope).await,
-            Kind::Direct(object) => self.receive_direct(request, object).await,
+        if presented_callback_token(request).is_none() {
+            return self.receive_sns(body).await;
+        }
+        require_callback_token(request, &self.vk()?.token)?;
+        let object = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(object)) => object,
+            _ => return Err(ApiError::bad_request("body is not a JSON object")),
+        };
+        if VkHandshake::detect(&object) {
+            self.vk_handshake(&object)
+        } else {
+            self.receive_records(object).await
         }
     }
 
@@ -91,13 +90,8 @@ impl<S: S3Store, C: Clock, F: Fetcher, T: ObjectTransfer> S3Handler<S, C, F, T> 
     }
 
     /// VK registers the URL with our token in it, so the handshake carries the token too.
-    fn vk_handshake(
-        &self,
-        request: &Request,
-        object: &Map<String, Value>,
-    ) -> Result<Response<Body>, ApiError> {
+    fn vk_handshake(&self, object: &Map<String, Value>) -> Result<Response<Body>, ApiError> {
         let vk = self.vk()?;
-        require_callback_token(request, &vk.token)?;
         let Some(url) = &vk.webhook_url else {
             return Err(ApiError::forbidden(
                 "VK handshake cannot be answered: S3_WEBHOOK_URL is not set",
@@ -112,23 +106,30 @@ impl<S: S3Store, C: Clock, F: Fetcher, T: ObjectTransfer> S3Handler<S, C, F, T> 
         ))
     }
 
-    /// VK records, or an S3 body without an envelope: authenticated by the shared token.
-    async fn receive_direct(
+    /// VK records, or an S3 body without an envelope, already authenticated by the token.
+    async fn receive_records(
         &self,
-        request: &Request,
-        object: Option<Map<String, Value>>,
+        object: Map<String, Value>,
     ) -> Result<Response<Body>, ApiError> {
-        require_callback_token(request, &self.vk()?.token)?;
-        let object = object.ok_or_else(|| ApiError::bad_request("body is not a JSON object"))?;
         let notification =
             records::parse_object(object).map_err(|e| ApiError::bad_request(e.to_string()))?;
         self.accept(notification).await
     }
 
     /// The signature and the topic allow-list authenticate SNS; no token is involved.
-    async fn receive_sns(&self, envelope: &Map<String, Value>) -> Result<Response<Body>, ApiError> {
-        let message = match self.sns.receive(envelope).await? {
-            Received::Handshake => return Ok(handshake_reply()),
+    async fn receive_sns(&self, body: &[u8]) -> Result<Response<Body>, ApiError> {
+        if !self.sns.accepts_any() {
+            return Err(ApiError::forbidden(
+                "missing callback token (and no SNS topic is allowed)",
+            ));
+        }
+        let message = match self.sns.receive(body).await? {
+            Received::Handshake => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"status": "confirmed"}),
+                ))
+            }
             Received::Notification(message) => message,
         };
         let notification = records::parse(message.message.as_bytes())
@@ -153,8 +154,7 @@ impl<S: S3Store, C: Clock, F: Fetcher, T: ObjectTransfer> S3Handler<S, C, F, T> 
             self.clock.now(),
         )
         .occurred_at(test.time)
-        .history_only()
-        .retained_for_days(self.config.edge.event_ttl_days);
+        .history_only();
         let outcome = self.store.put_event(&event).await?;
         tracing::info!(outcome = outcome_str(outcome), bucket = %test.bucket, "S3 test event accepted");
         Ok(json_response(
@@ -179,17 +179,13 @@ impl<S: S3Store, C: Clock, F: Fetcher, T: ObjectTransfer> S3Handler<S, C, F, T> 
                 record.raw.to_string(),
                 received_at,
             )
-            .occurred_at(record.event_time)
-            .retained_for_days(self.config.edge.event_ttl_days);
+            .occurred_at(record.event_time);
             let outcome = self.store.put_event(&event).await?;
             results.push((event.event_id, outcome, None::<MirrorOutcome>));
         }
         if let Some(mirror) = &self.mirror {
             for (record, (event_id, _, mirrored)) in records.iter().zip(results.iter_mut()) {
-                let outcome = mirror
-                    .apply(&self.store, record, event_id)
-                    .await
-                    .map_err(mirror_error)?;
+                let outcome = mirror.apply(record, event_id).await.map_err(mirror_error)?;
                 *mirrored = Some(outcome);
             }
         }
@@ -227,6 +223,19 @@ impl<S: S3Store, C: Clock, F: Fetcher, T: ObjectTransfer> S3Handler<S, C, F, T> 
     }
 }
 
+impl<S, C, F, T, L> hub_core::http::Handler for S3Handler<S, C, F, T, L>
+where
+    S: EventWriter + 'static,
+    C: Clock + 'static,
+    F: Fetcher + 'static,
+    T: ObjectTransfer + 'static,
+    L: MirrorLedger + 'static,
+{
+    async fn handle(&self, request: Request) -> Response<Body> {
+        S3Handler::handle(self, request).await
+    }
+}
+
 fn outcome_str(outcome: PutOutcome) -> &'static str {
     match outcome {
         PutOutcome::Stored => "stored",
@@ -247,6 +256,7 @@ fn mirror_error(err: MirrorError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::memory::MemoryLedger;
     use crate::mirror::testing::MemoryTransfer;
     use hub_core::certs::testing::FakeFetcher;
     use hub_core::certs::CertificateCache;
@@ -255,12 +265,13 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Arc;
 
+    type TestHandler =
+        S3Handler<Arc<MemoryStore>, FixedClock, FakeFetcher, Arc<MemoryTransfer>, MemoryLedger>;
+
     const VECTOR: &str = include_str!("../tests/fixtures/vk-s3.json");
     const TOKEN: &str = "vk-test-token-0123456789";
 
-    fn handler(
-        mirror: bool,
-    ) -> S3Handler<Arc<MemoryStore>, FixedClock, FakeFetcher, Arc<MemoryTransfer>> {
+    fn handler(mirror: bool) -> TestHandler {
         let config = S3Config::from_vars(&[
             ("S3_WEBHOOK_TOKEN", TOKEN),
             ("S3_WEBHOOK_URL", "http://test.com"),
@@ -275,7 +286,7 @@ mod tests {
             FixedClock::at(hub_core::event::parse_time("2024-05-01T10:00:00Z").unwrap()),
             config,
             sns,
-            mirror.then(|| Mirror::new(Arc::new(MemoryTransfer::default()))),
+            mirror.then(|| Mirror::new(Arc::new(MemoryTransfer::default()), MemoryLedger::new())),
         )
     }
 
@@ -288,10 +299,7 @@ mod tests {
             .unwrap()
     }
 
-    async fn call(
-        handler: &S3Handler<Arc<MemoryStore>, FixedClock, FakeFetcher, Arc<MemoryTransfer>>,
-        request: Request,
-    ) -> (u16, Value) {
+    async fn call(handler: &TestHandler, request: Request) -> (u16, Value) {
         let response = handler.handle(request).await;
         let status = response.status().as_u16();
         let body = match response.body() {

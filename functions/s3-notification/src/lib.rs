@@ -2,6 +2,7 @@
 //! S3 through SNS, one stored event per record, and an optional ordered mirror to a backup bucket.
 
 pub mod handler;
+pub mod ledger;
 pub mod mirror;
 pub mod records;
 pub mod transfer;
@@ -11,8 +12,54 @@ pub use handler::S3Handler;
 pub use mirror::Mirror;
 pub use transfer::{S3Transfer, SourceAccess};
 
+use hub_core::certs::HttpsFetcher;
+use hub_core::clock::SystemClock;
 use hub_core::config::{ConfigError, EdgeConfig, Secret, Vars};
+use hub_core::setup::Setup;
+use hub_core::store::EventWriter;
+use ledger::LedgerSource;
+use sns::SnsVerifier;
 use std::time::Duration;
+
+/// The secrets of the function, each given directly or as an SSM SecureString parameter name
+/// (`<VARIABLE>_PARAMETER`).
+#[derive(Debug, Clone, Default)]
+pub struct S3Secrets {
+    /// `S3_WEBHOOK_TOKEN`
+    pub token: Option<Secret>,
+    /// `S3_WEBHOOK_URL`: it carries the token.
+    pub webhook_url: Option<Secret>,
+    /// `MIRROR_SOURCE_SECRET_ACCESS_KEY`
+    pub source_secret_access_key: Option<Secret>,
+}
+
+const TOKEN: (&str, &str) = ("S3_WEBHOOK_TOKEN", "S3_WEBHOOK_TOKEN_PARAMETER");
+const WEBHOOK_URL: (&str, &str) = ("S3_WEBHOOK_URL", "S3_WEBHOOK_URL_PARAMETER");
+const SOURCE_SECRET: (&str, &str) = (
+    "MIRROR_SOURCE_SECRET_ACCESS_KEY",
+    "MIRROR_SOURCE_SECRET_ACCESS_KEY_PARAMETER",
+);
+
+impl S3Secrets {
+    /// From the variables only (tests, and the values that are not secret parameters).
+    pub fn from_vars(vars: &impl Vars) -> Self {
+        let get = |(name, _): (&str, &str)| vars.get(name).map(Secret::new);
+        S3Secrets {
+            token: get(TOKEN),
+            webhook_url: get(WEBHOOK_URL),
+            source_secret_access_key: get(SOURCE_SECRET),
+        }
+    }
+
+    /// From the variables or SSM, read once at start.
+    pub async fn from_setup(setup: &Setup) -> Result<Self, ConfigError> {
+        Ok(S3Secrets {
+            token: setup.secret(TOKEN.0, TOKEN.1).await?,
+            webhook_url: setup.secret(WEBHOOK_URL.0, WEBHOOK_URL.1).await?,
+            source_secret_access_key: setup.secret(SOURCE_SECRET.0, SOURCE_SECRET.1).await?,
+        })
+    }
+}
 
 /// The VK Cloud webhook: enabled by `S3_WEBHOOK_TOKEN`.
 #[derive(Debug, Clone)]
@@ -54,11 +101,27 @@ pub struct S3Config {
 }
 
 impl S3Config {
+    /// Every setting from the variables alone (tests).
     pub fn from_vars(vars: &impl Vars) -> Result<Self, ConfigError> {
-        let vk = vars.get("S3_WEBHOOK_TOKEN").map(|token| VkConfig {
-            token: Secret::new(token),
-            webhook_url: vars.get("S3_WEBHOOK_URL").map(Secret::new),
-        });
+        S3Config::new(
+            vars,
+            EdgeConfig::from_vars(vars)?,
+            S3Secrets::from_vars(vars),
+        )
+    }
+
+    pub fn new(
+        vars: &impl Vars,
+        edge: EdgeConfig,
+        secrets: S3Secrets,
+    ) -> Result<Self, ConfigError> {
+        let S3Secrets {
+            token,
+            webhook_url,
+            source_secret_access_key,
+        } = secrets;
+        sns::require_token_or_topics(token.as_ref(), TOKEN.0, vars)?;
+        let vk = token.map(|token| VkConfig { token, webhook_url });
         if let Some(url) = vk
             .as_ref()
             .and_then(|vk| vk.webhook_url.as_ref())
@@ -71,22 +134,18 @@ impl S3Config {
                 });
             }
         }
-        if vk.is_none() && vars.list("SNS_TOPIC_ARNS").is_empty() {
-            // Neither sender could be authenticated: refuse to start rather than accept nothing.
-            return Err(ConfigError::MissingOneOf(
-                "S3_WEBHOOK_TOKEN",
-                "SNS_TOPIC_ARNS",
-            ));
-        }
         Ok(S3Config {
-            edge: EdgeConfig::from_vars(vars)?,
+            edge,
             vk,
-            mirror: mirror_from_vars(vars)?,
+            mirror: mirror_from_vars(vars, source_secret_access_key)?,
         })
     }
 }
 
-fn mirror_from_vars(vars: &impl Vars) -> Result<Option<MirrorConfig>, ConfigError> {
+fn mirror_from_vars(
+    vars: &impl Vars,
+    source_secret_access_key: Option<Secret>,
+) -> Result<Option<MirrorConfig>, ConfigError> {
     let Some(bucket) = vars.get("MIRROR_BUCKET") else {
         return Ok(None);
     };
@@ -102,7 +161,8 @@ fn mirror_from_vars(vars: &impl Vars) -> Result<Option<MirrorConfig>, ConfigErro
         Some(endpoint) => Some(ForeignSource {
             endpoint,
             access_key_id: vars.required("MIRROR_SOURCE_ACCESS_KEY_ID")?,
-            secret_access_key: Secret::new(vars.required("MIRROR_SOURCE_SECRET_ACCESS_KEY")?),
+            secret_access_key: source_secret_access_key
+                .ok_or(ConfigError::Missing(SOURCE_SECRET.0))?,
             region: vars
                 .get("MIRROR_SOURCE_REGION")
                 .unwrap_or_else(|| "us-east-1".into()),
@@ -167,6 +227,40 @@ pub fn transfer_from(
         }
     };
     S3Transfer::new(mirror, &config.bucket, source).with_part_size(config.part_size)
+}
+
+/// The function as Lambda and the local server run it, over an event store `S` that keeps the
+/// mirror's ledger beside its events.
+pub type S3Function<S> =
+    S3Handler<S, SystemClock, HttpsFetcher, S3Transfer, <S as LedgerSource>::Ledger>;
+
+/// Reads the whole configuration once (secrets from the variables or SSM), builds the mirror's
+/// S3 clients when a mirror is configured, and the handler over `store`.
+pub async fn build<S: EventWriter + LedgerSource>(
+    store: S,
+    setup: &Setup,
+) -> Result<S3Function<S>, ConfigError> {
+    let secrets = S3Secrets::from_setup(setup).await?;
+    let config = S3Config::new(setup, setup.edge().clone(), secrets)?;
+    if config
+        .vk
+        .as_ref()
+        .is_some_and(|vk| vk.webhook_url.is_none())
+    {
+        tracing::warn!(
+            variable = WEBHOOK_URL.0,
+            "VK handshakes will be refused until it is set"
+        );
+    }
+    let mirror = match &config.mirror {
+        None => None,
+        Some(mirror) => Some(Mirror::new(
+            transfer_from(mirror, setup.sdk().await?, setup),
+            store.mirror_ledger()?,
+        )),
+    };
+    let sns = SnsVerifier::from_vars(setup, setup.certificates()?);
+    Ok(S3Handler::new(store, SystemClock, config, sns, mirror))
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! deleted there, and the ledger (one conditional entry per object) makes sure a change is applied
 //! only when it is newer than the last one applied, whatever order the senders deliver in.
 
+use crate::ledger::{ClaimOutcome, LedgerClaim, MirrorLedger};
 use crate::records::{Change, ObjectRecord};
-use hub_core::store::{ClaimOutcome, LedgerClaim, MirrorLedger, StoreError};
+use hub_core::store::StoreError;
 use std::future::Future;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,23 +95,27 @@ impl Action {
     }
 }
 
-pub struct Mirror<T> {
+pub struct Mirror<T, L> {
     transfer: T,
+    ledger: L,
 }
 
-impl<T: ObjectTransfer> Mirror<T> {
-    pub fn new(transfer: T) -> Self {
-        Mirror { transfer }
+impl<T: ObjectTransfer, L: MirrorLedger> Mirror<T, L> {
+    pub fn new(transfer: T, ledger: L) -> Self {
+        Mirror { transfer, ledger }
     }
 
     pub fn transfer(&self) -> &T {
         &self.transfer
     }
 
+    pub fn ledger(&self) -> &L {
+        &self.ledger
+    }
+
     /// Applies one record, in order with every other record about the same object.
-    pub async fn apply<L: MirrorLedger>(
+    pub async fn apply(
         &self,
-        ledger: &L,
         record: &ObjectRecord,
         event_id: &str,
     ) -> Result<MirrorOutcome, MirrorError> {
@@ -131,7 +136,7 @@ impl<T: ObjectTransfer> Mirror<T> {
             event_id: event_id.to_owned(),
             action: action.as_str().to_owned(),
         };
-        let tie = match ledger.claim(&claim).await? {
+        let tie = match self.ledger.claim(&claim).await? {
             ClaimOutcome::AlreadyApplied => return Ok(MirrorOutcome::AlreadyApplied),
             ClaimOutcome::Superseded => return Ok(MirrorOutcome::Superseded),
             ClaimOutcome::Claimed { tie } => tie,
@@ -142,7 +147,7 @@ impl<T: ObjectTransfer> Mirror<T> {
         } else {
             self.perform(action, record).await?
         };
-        if !ledger.mark_applied(&claim).await? {
+        if !self.ledger.mark_applied(&claim).await? {
             // A newer change was claimed while this one ran, and may have been applied before it.
             // The source is at least as new as that change: converge on it.
             tracing::info!(bucket = %record.bucket, "mirror change overtaken, reconciling");
@@ -272,8 +277,8 @@ pub mod testing {
 mod tests {
     use super::testing::MemoryTransfer;
     use super::*;
+    use crate::ledger::memory::MemoryLedger;
     use crate::records::{parse, S3Notification};
-    use hub_core::store::memory::MemoryStore;
     use serde_json::json;
 
     fn record(name: &str, key: &str, sequencer: Option<&str>) -> ObjectRecord {
@@ -289,85 +294,69 @@ mod tests {
         }
     }
 
-    async fn apply(
-        mirror: &Mirror<MemoryTransfer>,
-        store: &MemoryStore,
-        record: &ObjectRecord,
-    ) -> MirrorOutcome {
-        mirror
-            .apply(store, record, &record.event_id())
-            .await
-            .unwrap()
+    type TestMirror = Mirror<MemoryTransfer, MemoryLedger>;
+
+    fn mirror() -> TestMirror {
+        Mirror::new(MemoryTransfer::default(), MemoryLedger::new())
+    }
+
+    async fn apply(mirror: &TestMirror, record: &ObjectRecord) -> MirrorOutcome {
+        mirror.apply(record, &record.event_id()).await.unwrap()
     }
 
     #[tokio::test]
     async fn create_then_delete_keeps_the_mirror_in_sync() {
-        let (store, mirror) = (MemoryStore::new(), Mirror::new(MemoryTransfer::default()));
+        let mirror = mirror();
         mirror.transfer().put_source("src", "a", b"one");
         let create = record("ObjectCreated:Put", "a", Some("10"));
-        assert_eq!(apply(&mirror, &store, &create).await, MirrorOutcome::Copied);
+        assert_eq!(apply(&mirror, &create).await, MirrorOutcome::Copied);
         assert_eq!(
             mirror.transfer().mirrored("a").as_deref(),
             Some(&b"one"[..])
         );
         mirror.transfer().remove_source("src", "a");
         let delete = record("ObjectRemoved:Delete", "a", Some("11"));
-        assert_eq!(
-            apply(&mirror, &store, &delete).await,
-            MirrorOutcome::Deleted
-        );
+        assert_eq!(apply(&mirror, &delete).await, MirrorOutcome::Deleted);
         assert_eq!(mirror.transfer().mirrored("a"), None);
     }
 
     #[tokio::test]
     async fn an_old_create_after_a_newer_delete_does_not_resurrect() {
-        let (store, mirror) = (MemoryStore::new(), Mirror::new(MemoryTransfer::default()));
+        let mirror = mirror();
         // The source was re-created meanwhile (say by a third change not yet delivered): even
         // so, the stale create must not be applied on top of the delete.
         mirror.transfer().put_source("src", "a", b"one");
         let delete = record("ObjectRemoved:Delete", "a", Some("11"));
         let create = record("ObjectCreated:Put", "a", Some("10"));
-        assert_eq!(
-            apply(&mirror, &store, &delete).await,
-            MirrorOutcome::Deleted
-        );
-        assert_eq!(
-            apply(&mirror, &store, &create).await,
-            MirrorOutcome::Superseded
-        );
+        assert_eq!(apply(&mirror, &delete).await, MirrorOutcome::Deleted);
+        assert_eq!(apply(&mirror, &create).await, MirrorOutcome::Superseded);
         assert_eq!(mirror.transfer().mirrored("a"), None);
         assert_eq!(mirror.transfer().calls(), ["delete a"]);
     }
 
     #[tokio::test]
     async fn a_retry_is_applied_once_and_a_failed_one_again() {
-        let (store, mirror) = (MemoryStore::new(), Mirror::new(MemoryTransfer::default()));
+        let mirror = mirror();
         mirror.transfer().put_source("src", "a", b"one");
         let create = record("ObjectCreated:Put", "a", Some("10"));
         mirror.transfer().set_failing(true);
-        assert!(mirror
-            .apply(&store, &create, &create.event_id())
-            .await
-            .is_err());
+        assert!(mirror.apply(&create, &create.event_id()).await.is_err());
         mirror.transfer().set_failing(false);
-        assert_eq!(apply(&mirror, &store, &create).await, MirrorOutcome::Copied);
-        assert_eq!(
-            apply(&mirror, &store, &create).await,
-            MirrorOutcome::AlreadyApplied
-        );
+        assert_eq!(apply(&mirror, &create).await, MirrorOutcome::Copied);
+        assert_eq!(apply(&mirror, &create).await, MirrorOutcome::AlreadyApplied);
         assert_eq!(mirror.transfer().calls(), ["copy src/a"]);
     }
 
     #[tokio::test]
     async fn equal_sequencers_follow_the_source() {
-        let (store, mirror) = (MemoryStore::new(), Mirror::new(MemoryTransfer::default()));
+        let mirror = mirror();
         // VK sequencers are seconds: a delete and a re-create within one second tie.
         mirror.transfer().put_source("src", "a", b"two");
         let delete = record("ObjectRemoved:Delete", "a", Some("20"));
         let create = record("ObjectCreated:Put", "a", Some("20"));
-        assert_eq!(apply(&mirror, &store, &create).await, MirrorOutcome::Copied);
+        assert_eq!(apply(&mirror, &create).await, MirrorOutcome::Copied);
         // The delete is tied with the create: the source still has the object, so it stays.
-        assert_eq!(apply(&mirror, &store, &delete).await, MirrorOutcome::Copied);
+        assert_eq!(apply(&mirror, &delete).await, MirrorOutcome::Copied);
         assert_eq!(
             mirror.transfer().mirrored("a").as_deref(),
             Some(&b"two"[..])
@@ -376,38 +365,29 @@ mod tests {
 
     #[tokio::test]
     async fn records_without_sequencer_reconcile_and_others_are_not_mirrored() {
-        let (store, mirror) = (MemoryStore::new(), Mirror::new(MemoryTransfer::default()));
+        let mirror = mirror();
         let create = record("ObjectCreated:Copy", "b", None);
         // The source no longer has it: the mirror must not have it either.
-        assert_eq!(
-            apply(&mirror, &store, &create).await,
-            MirrorOutcome::Deleted
-        );
+        assert_eq!(apply(&mirror, &create).await, MirrorOutcome::Deleted);
         let restore = record("ObjectRestore:Completed", "b", Some("30"));
-        assert_eq!(
-            apply(&mirror, &store, &restore).await,
-            MirrorOutcome::NotMirrored
-        );
-        assert_eq!(store.ledger_entry("src/b").await.unwrap(), None);
+        assert_eq!(apply(&mirror, &restore).await, MirrorOutcome::NotMirrored);
+        assert_eq!(mirror.ledger().ledger_entry("src/b").await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn a_copy_whose_source_is_gone_changes_nothing() {
-        let (store, mirror) = (MemoryStore::new(), Mirror::new(MemoryTransfer::default()));
+        let mirror = mirror();
         let create = record("ObjectCreated:Put", "gone", Some("40"));
-        assert_eq!(
-            apply(&mirror, &store, &create).await,
-            MirrorOutcome::SourceGone
-        );
+        assert_eq!(apply(&mirror, &create).await, MirrorOutcome::SourceGone);
         assert_eq!(mirror.transfer().calls(), ["copy src/gone"]);
     }
 
     #[tokio::test]
     async fn a_ledger_outage_is_an_error_and_nothing_is_transferred() {
-        let (store, mirror) = (MemoryStore::new(), Mirror::new(MemoryTransfer::default()));
-        store.set_unavailable(true);
+        let mirror = mirror();
+        mirror.ledger().set_unavailable(true);
         let create = record("ObjectCreated:Put", "a", Some("10"));
-        let err = mirror.apply(&store, &create, "id").await.unwrap_err();
+        let err = mirror.apply(&create, "id").await.unwrap_err();
         assert!(matches!(
             err,
             MirrorError::Ledger(StoreError::Unavailable(_))

@@ -1,23 +1,15 @@
-//! `POST /stacks` (stack hooks in) and `GET /stacks/{stack}` (latest status out).
+//! The stack-hook handler: routes `POST /stacks` to [`crate::receive`] and `GET /stacks/{stack}`
+//! to [`crate::status`].
 
-use crate::cfn::{self, CfnError};
-use crate::ros::{self, RosError};
 use crate::StackHookConfig;
-use http::{Method, StatusCode};
-use hub_core::auth::require_callback_token;
+use http::Method;
 use hub_core::certs::Fetcher;
 use hub_core::clock::Clock;
-use hub_core::event::{format_time, Event, Source};
-use hub_core::http::{
-    header_str, json_response, query_param, raw_body, require_method, respond, ApiError,
-};
-use hub_core::sns::{handshake_reply, looks_like_sns, Received, SnsVerifier};
-use hub_core::store::{
-    EventLookup, EventWriter, LatestState, PageRequest, PutOutcome, StoreError, SubjectHistory,
-};
+use hub_core::http::{require_method, respond, ApiError, Handler};
+use hub_core::store::{EventLookup, EventWriter, LatestState, SubjectHistory};
 use lambda_http::{Body, Request, RequestExt, Response};
 use percent_encoding::percent_decode_str;
-use serde_json::{json, Value};
+use sns::SnsVerifier;
 
 /// What `stack-hook` needs from the store.
 pub trait StackStore: EventWriter + EventLookup + LatestState + SubjectHistory {}
@@ -54,10 +46,10 @@ fn route(request: &Request) -> Route {
 }
 
 pub struct StackHook<S, C, F> {
-    store: S,
-    clock: C,
-    config: StackHookConfig,
-    sns: SnsVerifier<F>,
+    pub(crate) store: S,
+    pub(crate) clock: C,
+    pub(crate) config: StackHookConfig,
+    pub(crate) sns: SnsVerifier<F>,
 }
 
 impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
@@ -87,224 +79,30 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             Route::Unknown => Err(ApiError::NotFound("no such route".into())),
         }
     }
-
-    /// ROS webhooks, or SNS envelopes carrying CloudFormation stack events.
-    async fn receive(&self, request: &Request) -> Result<Response<Body>, ApiError> {
-        let body = raw_body(request, self.config.edge.max_body_bytes)?;
-        let object = match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(object)) => Some(object),
-            _ => None,
-        };
-        let sns_type = header_str(request, "x-amz-sns-message-type");
-        match object {
-            Some(envelope) if looks_like_sns(sns_type, &envelope) => {
-                self.receive_sns(&envelope).await
-            }
-            _ if sns_type.is_some() => Err(ApiError::forbidden("not a verifiable SNS message")),
-            object => self.receive_ros(request, object).await,
-        }
-    }
-
-    /// The signature and the topic allow-list authenticate SNS; no token is involved.
-    async fn receive_sns(
-        &self,
-        envelope: &serde_json::Map<String, Value>,
-    ) -> Result<Response<Body>, ApiError> {
-        let message = match self.sns.receive(envelope).await? {
-            Received::Handshake => return Ok(handshake_reply()),
-            Received::Notification(message) => message,
-        };
-        let bad = |e: CfnError| ApiError::bad_request(e.to_string());
-        let event = cfn::parse(&message.message).map_err(bad)?;
-        let mut stored = Event::new(
-            Source::Stack,
-            event.event_id().map_err(bad)?,
-            event.resource_status().map_err(bad)?,
-            event.stack_name().map_err(bad)?,
-            event.to_json().to_string(),
-            self.clock.now(),
-        )
-        .occurred_at(Some(event.timestamp().map_err(bad)?))
-        .alias(event.get("StackId").map(str::to_owned))
-        .retained_for_days(self.config.edge.event_ttl_days);
-        if !event.is_stack_level() {
-            stored = stored.history_only();
-        }
-        let outcome = self.store.put_event(&stored).await?;
-        Ok(accepted(outcome, &stored.event_id, &stored.subject))
-    }
-
-    async fn receive_ros(
-        &self,
-        request: &Request,
-        body: Option<serde_json::Map<String, Value>>,
-    ) -> Result<Response<Body>, ApiError> {
-        let Some(token) = &self.config.token else {
-            return Err(ApiError::forbidden(
-                "ROS webhooks are not enabled (no STACK_HOOK_TOKEN)",
-            ));
-        };
-        require_callback_token(request, token)?;
-        let notification = body
-            .ok_or(RosError::NotAnObject)
-            .and_then(ros::parse_object)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let received_at = self.clock.now();
-        let key = ros::idempotency_key(&notification, received_at, self.config.dedup_window_secs);
-
-        // A retry that crossed into the next dedup window: the same content is already stored.
-        if self
-            .store
-            .get_event(Source::Stack, &key.previous)
-            .await?
-            .is_some()
-        {
-            return Ok(accepted(
-                PutOutcome::Duplicate,
-                &key.previous,
-                &notification.stack_name,
-            ));
-        }
-        let event = Event::new(
-            Source::Stack,
-            key.current.clone(),
-            notification.status.clone(),
-            notification.stack_name.clone(),
-            Value::Object(notification.body).to_string(),
-            received_at,
-        )
-        .alias(Some(notification.stack_id))
-        .retained_for_days(self.config.edge.event_ttl_days);
-        let outcome = self.store.put_event(&event).await?;
-        Ok(accepted(outcome, &event.event_id, &event.subject))
-    }
-
-    async fn status(&self, request: &Request, stack: &str) -> Result<Response<Body>, ApiError> {
-        let Some(subject) = resolve_stack(&self.store, stack).await? else {
-            return Err(ApiError::NotFound("unknown stack".into()));
-        };
-        if query_param(request, "history").as_deref() == Some("true") {
-            return self.history(request, &subject).await;
-        }
-        let latest = self
-            .store
-            .latest_about(Source::Stack, &subject)
-            .await?
-            .ok_or_else(|| ApiError::NotFound("unknown stack".into()))?;
-        Ok(json_response(StatusCode::OK, &stack_status(&latest)))
-    }
-
-    async fn history(&self, request: &Request, subject: &str) -> Result<Response<Body>, ApiError> {
-        let limit = match query_param(request, "limit") {
-            None => 25,
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=PageRequest::MAX_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("limit must be 1..={}", PageRequest::MAX_LIMIT))
-                })?,
-        };
-        let page = PageRequest {
-            limit,
-            cursor: query_param(request, "cursor"),
-        };
-        let page = self
-            .store
-            .events_about(Source::Stack, subject, &page)
-            .await?;
-        let events: Vec<Value> = page.events.iter().map(history_entry).collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({"stack_name": subject, "events": events, "next": page.next}),
-        ))
-    }
 }
 
-/// The stack name that `stack` (a name, or else a stack id) refers to, if any event is stored.
-pub async fn resolve_stack<S: StackStore>(
-    store: &S,
-    stack: &str,
-) -> Result<Option<String>, StoreError> {
-    if store.latest_about(Source::Stack, stack).await?.is_some() {
-        return Ok(Some(stack.to_owned()));
+impl<S, C, F> Handler for StackHook<S, C, F>
+where
+    S: StackStore + 'static,
+    C: Clock + 'static,
+    F: Fetcher + 'static,
+{
+    async fn handle(&self, request: Request) -> Response<Body> {
+        StackHook::handle(self, request).await
     }
-    store.subject_for_alias(Source::Stack, stack).await
-}
-
-/// What `GET /stacks/{stack}` answers: the latest status of a stack, by name or id.
-pub async fn latest_status<S: StackStore>(
-    store: &S,
-    stack: &str,
-) -> Result<Option<Value>, StoreError> {
-    let Some(subject) = resolve_stack(store, stack).await? else {
-        return Ok(None);
-    };
-    Ok(store
-        .latest_about(Source::Stack, &subject)
-        .await?
-        .map(|latest| stack_status(&latest)))
-}
-
-fn accepted(outcome: PutOutcome, event_id: &str, stack: &str) -> Response<Body> {
-    let status = match outcome {
-        PutOutcome::Stored => "stored",
-        PutOutcome::Duplicate => "duplicate",
-    };
-    tracing::info!(outcome = status, event_id, stack, "stack hook accepted");
-    json_response(
-        StatusCode::OK,
-        &json!({"status": status, "event_id": event_id}),
-    )
-}
-
-fn payload_json(event: &Event) -> Value {
-    serde_json::from_str(&event.payload).unwrap_or(Value::Null)
-}
-
-/// The `GET /stacks/{stack}` reply.
-pub fn stack_status(latest: &Event) -> Value {
-    let payload = payload_json(latest);
-    let outputs = match payload.get("Outputs") {
-        Some(Value::Array(outputs)) => Value::Array(outputs.clone()),
-        _ => Value::Array(Vec::new()),
-    };
-    let stack_id = latest.subject_alias.clone().or_else(|| {
-        payload
-            .get("StackId")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    });
-    json!({
-        "stack_name": latest.subject,
-        "stack_id": stack_id,
-        "status": latest.event_type,
-        "terminal": ros::is_terminal(&latest.event_type),
-        "outputs": outputs,
-        "updated_at": format_time(latest.event_time()),
-    })
-}
-
-fn history_entry(event: &Event) -> Value {
-    json!({
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "occurred_at": event.occurred_at.map(format_time),
-        "received_at": format_time(event.received_at),
-        "sets_status": event.sets_state,
-        "payload": payload_json(event),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StackHookConfig;
     use chrono::{TimeZone, Utc};
     use hub_core::certs::testing::FakeFetcher;
     use hub_core::certs::CertificateCache;
     use hub_core::clock::FixedClock;
     use hub_core::config::{EdgeConfig, Secret};
     use hub_core::store::memory::MemoryStore;
+    use serde_json::{json, Value};
     use std::sync::Arc;
 
     const TOKEN: &str = "unit-test-token";

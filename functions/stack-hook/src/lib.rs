@@ -3,16 +3,27 @@
 
 pub mod cfn;
 pub mod handler;
+pub mod receive;
 pub mod ros;
+pub mod status;
 
-pub use handler::{latest_status, resolve_stack, StackHook, StackStore};
+pub use handler::{StackHook, StackStore};
+pub use status::{latest_event, latest_status, stack_status};
 
+use hub_core::certs::HttpsFetcher;
+use hub_core::clock::SystemClock;
 use hub_core::config::{ConfigError, EdgeConfig, Secret, Vars};
+use hub_core::setup::Setup;
+use sns::SnsVerifier;
+
+/// `STACK_HOOK_TOKEN` (or `STACK_HOOK_TOKEN_PARAMETER`, an SSM SecureString name).
+pub const TOKEN_VARIABLE: &str = "STACK_HOOK_TOKEN";
+pub const TOKEN_PARAMETER_VARIABLE: &str = "STACK_HOOK_TOKEN_PARAMETER";
 
 #[derive(Debug, Clone)]
 pub struct StackHookConfig {
-    /// `STACK_HOOK_TOKEN`: the shared secret ROS webhooks carry. Unset, ROS webhooks are refused
-    /// (403) and only SNS messages from `SNS_TOPIC_ARNS` are accepted.
+    /// The shared secret ROS webhooks carry. Unset, ROS webhooks are refused (403) and only SNS
+    /// messages from `SNS_TOPIC_ARNS` are accepted.
     pub token: Option<Secret>,
     pub edge: EdgeConfig,
     /// `ROS_DEDUP_WINDOW_SECS` (default 600): how long retries of one ROS notification collapse.
@@ -22,7 +33,19 @@ pub struct StackHookConfig {
 impl StackHookConfig {
     pub const DEFAULT_DEDUP_WINDOW_SECS: u64 = 600;
 
+    /// Every setting from the variables alone, the token included (tests).
     pub fn from_vars(vars: &impl Vars) -> Result<Self, ConfigError> {
+        let token = vars.get(TOKEN_VARIABLE).map(Secret::new);
+        StackHookConfig::new(vars, EdgeConfig::from_vars(vars)?, token)
+    }
+
+    /// The configuration besides the token, which the caller has already read (it may come from
+    /// SSM); `token` or `SNS_TOPIC_ARNS` is required.
+    pub fn new(
+        vars: &impl Vars,
+        edge: EdgeConfig,
+        token: Option<Secret>,
+    ) -> Result<Self, ConfigError> {
         let dedup_window_secs =
             vars.parsed_or("ROS_DEDUP_WINDOW_SECS", Self::DEFAULT_DEDUP_WINDOW_SECS)?;
         if dedup_window_secs == 0 {
@@ -31,43 +54,56 @@ impl StackHookConfig {
                 reason: "must be positive".into(),
             });
         }
-        let token = vars.get("STACK_HOOK_TOKEN").map(Secret::new);
-        if token.is_none() && vars.list("SNS_TOPIC_ARNS").is_empty() {
-            // Neither sender could be authenticated: refuse to start rather than accept nothing.
-            return Err(ConfigError::MissingOneOf(
-                "STACK_HOOK_TOKEN",
-                "SNS_TOPIC_ARNS",
-            ));
-        }
+        sns::require_token_or_topics(token.as_ref(), TOKEN_VARIABLE, vars)?;
         Ok(StackHookConfig {
             token,
-            edge: EdgeConfig::from_vars(vars)?,
+            edge,
             dedup_window_secs,
         })
     }
+}
+
+/// The function as Lambda and the local server run it.
+pub type StackHookFunction<S> = StackHook<S, SystemClock, HttpsFetcher>;
+
+/// Reads the whole configuration once and builds the handler over `store`.
+pub async fn build<S: StackStore>(
+    store: S,
+    setup: &Setup,
+) -> Result<StackHookFunction<S>, ConfigError> {
+    let token = setup
+        .secret(TOKEN_VARIABLE, TOKEN_PARAMETER_VARIABLE)
+        .await?;
+    let config = StackHookConfig::new(setup, setup.edge().clone(), token)?;
+    let sns = SnsVerifier::from_vars(setup, setup.certificates()?);
+    Ok(StackHook::new(store, SystemClock, config, sns))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn config(vars: &[(&str, &str)]) -> Result<StackHookConfig, ConfigError> {
+        let vars: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let token = vars.get(TOKEN_VARIABLE).map(Secret::new);
+        StackHookConfig::new(&vars, EdgeConfig::default(), token)
+    }
+
     #[test]
     fn a_token_or_a_topic_is_required() {
-        let err = StackHookConfig::from_vars(&[("EVENTS_TABLE", "t")]).unwrap_err();
+        let err = config(&[("EVENTS_TABLE", "t")]).unwrap_err();
         assert_eq!(
             err,
             ConfigError::MissingOneOf("STACK_HOOK_TOKEN", "SNS_TOPIC_ARNS")
         );
         assert!(err.to_string().contains("STACK_HOOK_TOKEN"));
-        let sns_only =
-            StackHookConfig::from_vars(&[("SNS_TOPIC_ARNS", "arn:aws:sns:us-east-1:1:t")]).unwrap();
+        let sns_only = config(&[("SNS_TOPIC_ARNS", "arn:aws:sns:us-east-1:1:t")]).unwrap();
         assert!(sns_only.token.is_none());
-        let config = StackHookConfig::from_vars(&[("STACK_HOOK_TOKEN", "x")]).unwrap();
-        assert_eq!(config.dedup_window_secs, 600);
-        assert!(StackHookConfig::from_vars(&[
-            ("STACK_HOOK_TOKEN", "x"),
-            ("ROS_DEDUP_WINDOW_SECS", "0")
-        ])
-        .is_err());
+        let with_token = config(&[("STACK_HOOK_TOKEN", "x")]).unwrap();
+        assert_eq!(with_token.dedup_window_secs, 600);
+        assert!(config(&[("STACK_HOOK_TOKEN", "x"), ("ROS_DEDUP_WINDOW_SECS", "0")]).is_err());
     }
 }

@@ -14,13 +14,12 @@
 //!
 //! TTL is on `expires_at`.
 //!
-//! The mirror ledger shares the table: one item per source object, `pk = mirror#{bucket}/{key}`,
-//! with none of the index attributes, so that it never shows up in an event query.
+//! Other items may share the table (the S3 mirror's ledger) as long as they carry none of the
+//! index attributes, so that they never show up in an event query.
 
 use super::{
-    decide_claim, ClaimOutcome, EventLookup, EventWriter, LatestState, LedgerClaim, LedgerEntry,
-    MirrorLedger, Page, PageRequest, PutOutcome, SourceTimeline, StoreError, SubjectHistory,
-    TimeRange,
+    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, SourceTimeline,
+    StoreError, SubjectHistory, TimeRange,
 };
 use crate::event::{format_time, parse_time, Event, Source};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -209,7 +208,7 @@ fn item_to_event(item: &Item) -> Result<Event, StoreError> {
 }
 
 /// Tells "try again later" (throttling, timeouts, refused connections, 5xx) from other failures.
-pub(crate) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+pub fn classify<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
@@ -277,6 +276,7 @@ fn to_key(map: HashMap<String, String>) -> Item {
 
 impl EventWriter for DynamoStore {
     async fn put_event(&self, event: &Event) -> Result<PutOutcome, StoreError> {
+        super::check_event_size(event)?;
         let result = self
             .client
             .put_item()
@@ -493,146 +493,6 @@ impl SourceTimeline for DynamoStore {
                 None => month_start = following,
             }
         }
-    }
-}
-
-/// How the handlers' SDK clients behave: short timeouts and few retries, because every sender
-/// has a deadline (DingTalk 1.5 s, MNS 5 s) and retries a push that failed.
-pub fn timeout_config() -> aws_sdk_dynamodb::config::timeout::TimeoutConfig {
-    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-        .connect_timeout(std::time::Duration::from_millis(500))
-        .operation_attempt_timeout(std::time::Duration::from_millis(800))
-        .operation_timeout(std::time::Duration::from_millis(1_200))
-        .build()
-}
-
-pub fn retry_config() -> aws_sdk_dynamodb::config::retry::RetryConfig {
-    aws_sdk_dynamodb::config::retry::RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(std::time::Duration::from_millis(20))
-}
-
-const LEDGER_SEQUENCER: &str = "mirror_sequencer";
-const LEDGER_EVENT_ID: &str = "mirror_event_id";
-const LEDGER_ACTION: &str = "mirror_action";
-const LEDGER_APPLIED: &str = "mirror_applied";
-
-fn ledger_pk(object: &str) -> AttributeValue {
-    AttributeValue::S(format!("mirror#{object}"))
-}
-
-fn item_to_ledger_entry(item: &Item) -> Result<LedgerEntry, StoreError> {
-    let text = |name: &str| {
-        item.get(name)
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .ok_or_else(|| StoreError::Failed(format!("ledger item lacks {name}")))
-    };
-    Ok(LedgerEntry {
-        sequencer: text(LEDGER_SEQUENCER)?,
-        event_id: text(LEDGER_EVENT_ID)?,
-        action: text(LEDGER_ACTION)?,
-        applied: item
-            .get(LEDGER_APPLIED)
-            .and_then(|v| v.as_bool().ok())
-            .copied()
-            .unwrap_or(false),
-    })
-}
-
-impl MirrorLedger for DynamoStore {
-    /// One conditional put in the common case; the entry is read only when the condition fails,
-    /// to tell a retry from a stale change.
-    async fn claim(&self, claim: &LedgerClaim) -> Result<ClaimOutcome, StoreError> {
-        // A failed condition followed by a changed entry means a concurrent claim: decide again.
-        for _ in 0..3 {
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .item(TableLayout::PK, ledger_pk(&claim.object))
-                .item(LEDGER_SEQUENCER, AttributeValue::S(claim.sequencer.clone()))
-                .item(LEDGER_EVENT_ID, AttributeValue::S(claim.event_id.clone()))
-                .item(LEDGER_ACTION, AttributeValue::S(claim.action.clone()))
-                .item(LEDGER_APPLIED, AttributeValue::Bool(false))
-                .condition_expression(
-                    "attribute_not_exists(#pk) OR #seq < :seq \
-                     OR (#seq = :seq AND (#eid <> :eid OR #applied = :false))",
-                )
-                .expression_attribute_names("#pk", TableLayout::PK)
-                .expression_attribute_names("#seq", LEDGER_SEQUENCER)
-                .expression_attribute_names("#eid", LEDGER_EVENT_ID)
-                .expression_attribute_names("#applied", LEDGER_APPLIED)
-                .expression_attribute_values(":seq", AttributeValue::S(claim.sequencer.clone()))
-                .expression_attribute_values(":eid", AttributeValue::S(claim.event_id.clone()))
-                .expression_attribute_values(":false", AttributeValue::Bool(false))
-                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-                .send()
-                .await;
-            match result {
-                Ok(output) => {
-                    let previous = output
-                        .attributes
-                        .filter(|item| !item.is_empty())
-                        .map(|item| item_to_ledger_entry(&item))
-                        .transpose()?;
-                    return Ok(decide_claim(previous.as_ref(), claim));
-                }
-                Err(SdkError::ServiceError(service))
-                    if service.err().is_conditional_check_failed_exception() =>
-                {
-                    let current = self.ledger_entry(&claim.object).await?;
-                    match decide_claim(current.as_ref(), claim) {
-                        ClaimOutcome::Claimed { .. } => continue,
-                        refused => return Ok(refused),
-                    }
-                }
-                Err(err) => return Err(classify(err)),
-            }
-        }
-        Err(StoreError::Unavailable(
-            "mirror ledger entry keeps changing under concurrent claims".into(),
-        ))
-    }
-
-    async fn mark_applied(&self, claim: &LedgerClaim) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(TableLayout::PK, ledger_pk(&claim.object))
-            .update_expression("SET #applied = :true")
-            .condition_expression("#seq = :seq AND #eid = :eid")
-            .expression_attribute_names("#applied", LEDGER_APPLIED)
-            .expression_attribute_names("#seq", LEDGER_SEQUENCER)
-            .expression_attribute_names("#eid", LEDGER_EVENT_ID)
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .expression_attribute_values(":seq", AttributeValue::S(claim.sequencer.clone()))
-            .expression_attribute_values(":eid", AttributeValue::S(claim.event_id.clone()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(service))
-                if service.err().is_conditional_check_failed_exception() =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(classify(err)),
-        }
-    }
-
-    async fn ledger_entry(&self, object: &str) -> Result<Option<LedgerEntry>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(TableLayout::PK, ledger_pk(object))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        output.item.as_ref().map(item_to_ledger_entry).transpose()
     }
 }
 

@@ -2,19 +2,16 @@
 //! be switched to "unavailable" to test how handlers answer an outage.
 
 use super::{
-    decide_claim, ClaimOutcome, EventLookup, EventWriter, LatestState, LedgerClaim, LedgerEntry,
-    MirrorLedger, Page, PageRequest, PutOutcome, SourceTimeline, StoreError, SubjectHistory,
-    TimeRange,
+    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, SourceTimeline,
+    StoreError, SubjectHistory, TimeRange,
 };
 use crate::event::{format_time, Event, Source};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 #[derive(Default, Debug)]
 pub struct MemoryStore {
     events: Mutex<Vec<Event>>,
-    ledger: Mutex<HashMap<String, LedgerEntry>>,
     unavailable: AtomicBool,
 }
 
@@ -82,6 +79,7 @@ fn paginate(events: Vec<Event>, page: &PageRequest) -> Result<Page, StoreError> 
 impl EventWriter for MemoryStore {
     async fn put_event(&self, event: &Event) -> Result<PutOutcome, StoreError> {
         self.check()?;
+        super::check_event_size(event)?;
         let mut events = self.events.lock().unwrap();
         if events
             .iter()
@@ -164,44 +162,5 @@ impl SourceTimeline for MemoryStore {
         });
         events.reverse();
         paginate(events, page)
-    }
-}
-
-impl MirrorLedger for MemoryStore {
-    async fn claim(&self, claim: &LedgerClaim) -> Result<ClaimOutcome, StoreError> {
-        self.check()?;
-        let mut ledger = self.ledger.lock().unwrap();
-        let outcome = decide_claim(ledger.get(&claim.object), claim);
-        if matches!(outcome, ClaimOutcome::Claimed { .. }) {
-            ledger.insert(
-                claim.object.clone(),
-                LedgerEntry {
-                    sequencer: claim.sequencer.clone(),
-                    event_id: claim.event_id.clone(),
-                    action: claim.action.clone(),
-                    applied: false,
-                },
-            );
-        }
-        Ok(outcome)
-    }
-
-    async fn mark_applied(&self, claim: &LedgerClaim) -> Result<bool, StoreError> {
-        self.check()?;
-        let mut ledger = self.ledger.lock().unwrap();
-        match ledger.get_mut(&claim.object) {
-            Some(entry)
-                if entry.sequencer == claim.sequencer && entry.event_id == claim.event_id =>
-            {
-                entry.applied = true;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    async fn ledger_entry(&self, object: &str) -> Result<Option<LedgerEntry>, StoreError> {
-        self.check()?;
-        Ok(self.ledger.lock().unwrap().get(object).cloned())
     }
 }

@@ -4,12 +4,14 @@
 pub mod dynamo;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
+pub mod retention;
 
 use crate::event::{Event, Source};
 use chrono::{DateTime, Utc};
 use std::future::Future;
 
 pub use dynamo::{DynamoStore, TableLayout};
+pub use retention::Retained;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -26,6 +28,10 @@ pub enum StoreError {
     /// A pagination cursor that this store did not issue.
     #[error("invalid pagination cursor")]
     BadCursor,
+    /// The event is larger than one stored item can be (DynamoDB's 400 KB). Every store refuses
+    /// the same events, so SQLite and DynamoDB answer alike: 413, never a retry loop.
+    #[error("event is larger than {limit} bytes, the most one stored item holds")]
+    TooLarge { limit: usize },
     /// Anything else: permissions, a missing table, an item this code cannot read.
     #[error("event store failure: {0}")]
     Failed(String),
@@ -67,6 +73,25 @@ pub struct Page {
 pub struct TimeRange {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+}
+
+/// The most an event's variable parts (payload, ids, subject, type) may add up to: DynamoDB's
+/// item limit is 400 KB including attribute names and the fixed attributes, so this leaves room.
+pub const MAX_EVENT_BYTES: usize = 380 * 1024;
+
+/// Refuses an event no store can hold; stores call it before writing.
+pub fn check_event_size(event: &Event) -> Result<(), StoreError> {
+    let size = event.payload.len()
+        + event.event_id.len()
+        + event.event_type.len()
+        + 2 * event.subject.len()
+        + event.subject_alias.as_ref().map_or(0, |a| 2 * a.len());
+    if size > MAX_EVENT_BYTES {
+        return Err(StoreError::TooLarge {
+            limit: MAX_EVENT_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// Stores an event once: a duplicate never overwrites, and concurrent duplicates produce one item.
@@ -122,88 +147,14 @@ pub trait SourceTimeline: Send + Sync {
     ) -> impl Future<Output = Result<Page, StoreError>> + Send;
 }
 
-/// One ordered change to an object, as the mirror ledger sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerClaim {
-    /// `bucket/key` of the source object.
-    pub object: String,
-    /// The sender's sequencer, normalized so that byte order is event order.
-    pub sequencer: String,
-    /// The event that carries the change (its idempotency key).
-    pub event_id: String,
-    /// What the change does to the mirror (`copy` or `delete`).
-    pub action: String,
-}
-
-/// What the ledger last recorded for an object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerEntry {
-    pub sequencer: String,
-    pub event_id: String,
-    pub action: String,
-    /// Whether the change was applied to the mirror, not only claimed.
-    pub applied: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimOutcome {
-    /// The change is the newest seen for its object (or a retry of one that was claimed but
-    /// never applied): the caller applies it. `tie` is set when another event carried the same
-    /// sequencer, so that the order between the two is unknown and the caller must look at the
-    /// source instead of trusting the event.
-    Claimed { tie: bool },
-    /// This very change was applied already: a retry, to be acknowledged without redoing it.
-    AlreadyApplied,
-    /// A newer change to the object was claimed: applying this one would undo it.
-    Superseded,
-}
-
-/// The last change applied per object, for mirrors that must apply changes in sequencer order
-/// whatever order they arrive in. Every write is conditional, so concurrent claims are safe.
-pub trait MirrorLedger: Send + Sync {
-    /// Claims a change if it is newer than the object's entry (or retries an unapplied one).
-    fn claim(
-        &self,
-        claim: &LedgerClaim,
-    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
-
-    /// Marks a claimed change applied. `false` when a newer claim overtook it meanwhile.
-    fn mark_applied(
-        &self,
-        claim: &LedgerClaim,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    fn ledger_entry(
-        &self,
-        object: &str,
-    ) -> impl Future<Output = Result<Option<LedgerEntry>, StoreError>> + Send;
-}
-
-/// The decision every ledger makes, from the entry it holds: one definition, so that the stores
-/// cannot disagree on it.
-pub fn decide_claim(current: Option<&LedgerEntry>, claim: &LedgerClaim) -> ClaimOutcome {
-    let Some(entry) = current else {
-        return ClaimOutcome::Claimed { tie: false };
-    };
-    match entry.sequencer.as_str().cmp(claim.sequencer.as_str()) {
-        std::cmp::Ordering::Less => ClaimOutcome::Claimed { tie: false },
-        std::cmp::Ordering::Greater => ClaimOutcome::Superseded,
-        std::cmp::Ordering::Equal if entry.event_id != claim.event_id => {
-            ClaimOutcome::Claimed { tie: true }
-        }
-        std::cmp::Ordering::Equal if entry.applied => ClaimOutcome::AlreadyApplied,
-        std::cmp::Ordering::Equal => ClaimOutcome::Claimed { tie: false },
-    }
-}
-
 /// Every capability together, for code that needs the whole store (the local server, the CLI).
 pub trait EventStore:
-    EventWriter + EventLookup + SubjectHistory + LatestState + SourceTimeline + MirrorLedger
+    EventWriter + EventLookup + SubjectHistory + LatestState + SourceTimeline
 {
 }
 
 impl<T> EventStore for T where
-    T: EventWriter + EventLookup + SubjectHistory + LatestState + SourceTimeline + MirrorLedger
+    T: EventWriter + EventLookup + SubjectHistory + LatestState + SourceTimeline
 {
 }
 
@@ -248,26 +199,6 @@ impl<T: LatestState + ?Sized> LatestState for std::sync::Arc<T> {
         alias: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
         (**self).subject_for_alias(source, alias)
-    }
-}
-impl<T: MirrorLedger + ?Sized> MirrorLedger for std::sync::Arc<T> {
-    fn claim(
-        &self,
-        claim: &LedgerClaim,
-    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send {
-        (**self).claim(claim)
-    }
-    fn mark_applied(
-        &self,
-        claim: &LedgerClaim,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        (**self).mark_applied(claim)
-    }
-    fn ledger_entry(
-        &self,
-        object: &str,
-    ) -> impl Future<Output = Result<Option<LedgerEntry>, StoreError>> + Send {
-        (**self).ledger_entry(object)
     }
 }
 impl<T: SourceTimeline + ?Sized> SourceTimeline for std::sync::Arc<T> {

@@ -1,17 +1,24 @@
 //! Amazon SNS messages delivered over HTTPS (or in the SNS→Lambda shape): parsing, the string to
-//! sign, signature versions 1 (SHA-1) and 2 (SHA-256), the certificate URL check, the topic
-//! allow-list, and the subscription handshake (protocol notes §2.3).
+//! sign, signature versions 1 (SHA-1) and 2 (SHA-256), the certificate URL policy, the topic
+//! allow-list, and the subscription handshake (`docs/protocols.md` §2.3).
+//!
+//! It returns typed results; the HTTP replies are the receiving functions' business.
 
-use crate::certs::{CertError, CertificateCache, Fetcher};
-use crate::http::ApiError;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use hub_core::certs::{CertError, CertificateCache, Fetcher};
+use hub_core::config::{ConfigError, Secret, Vars};
+use hub_core::http::ApiError;
 use ring::signature::{
     RsaParameters, RsaPublicKeyComponents, RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
     RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
 };
 use rsa::traits::PublicKeyParts;
 use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// `SNS_TOPIC_ARNS`: the topics whose messages are accepted.
+pub const TOPICS_VARIABLE: &str = "SNS_TOPIC_ARNS";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnsKind {
@@ -84,7 +91,6 @@ pub fn parse(body: &[u8]) -> Result<SnsMessage, SnsError> {
     };
     parse_object(&object)
 }
-
 pub fn parse_object(object: &Map<String, Value>) -> Result<SnsMessage, SnsError> {
     let unverifiable = || SnsError::Forbidden("not a verifiable SNS message");
     let required = |names: &[&str]| {
@@ -151,20 +157,35 @@ pub fn string_to_sign(message: &SnsMessage) -> String {
     out
 }
 
+/// A region name as AWS forms them: `us-east-1`, `cn-north-1`, `us-gov-west-1`. A host label
+/// such as `s3-external-1` (an S3 bucket host, not SNS) does not qualify.
+fn is_region(label: &str) -> bool {
+    let mut parts = label.split('-');
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    let rest: Vec<&str> = parts.collect();
+    let Some((number, middle)) = rest.split_last() else {
+        return false;
+    };
+    first.len() == 2
+        && first.bytes().all(|b| b.is_ascii_lowercase())
+        && !middle.is_empty()
+        && middle
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && !number.is_empty()
+        && number.len() <= 2
+        && number.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// `sns.<region>.amazonaws.com` or `sns.<region>.amazonaws.com.cn`.
 pub fn is_sns_host(host: &str) -> bool {
     let rest = host
         .strip_suffix(".amazonaws.com")
         .or_else(|| host.strip_suffix(".amazonaws.com.cn"));
-    match rest.and_then(|r| r.strip_prefix("sns.")) {
-        Some(region) => {
-            region.len() >= 3
-                && region
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        }
-        None => false,
-    }
+    rest.and_then(|r| r.strip_prefix("sns."))
+        .is_some_and(is_region)
 }
 
 /// An `https://` URL on an SNS host, with no credentials and no port other than 443.
@@ -173,34 +194,52 @@ fn is_sns_https_url(url: &str) -> Option<http::Uri> {
     let authority = uri.authority()?;
     let ok = uri.scheme_str() == Some("https")
         && !authority.as_str().contains('@')
-        && matches!(authority.port_u16(), None | Some(443))
+        && authority.port().is_none()
         && is_sns_host(authority.host());
     ok.then_some(uri)
 }
 
-/// The certificate URL must be https, end in `.pem`, and be on an SNS host.
+/// The certificate URL must be exactly
+/// `https://sns.<region>.amazonaws.com[.cn]/SimpleNotificationService-<hex>.pem`: no query
+/// string, so that `?v=1`, `?v=2`... cannot make every message a new cache entry and a new fetch.
 pub fn check_cert_url(url: &str) -> Result<(), SnsError> {
-    match is_sns_https_url(url) {
-        Some(uri) if uri.path().ends_with(".pem") => Ok(()),
-        _ => Err(SnsError::Forbidden(
-            "signing certificate URL is not an SNS certificate URL",
-        )),
+    let refused = SnsError::Forbidden("signing certificate URL is not an SNS certificate URL");
+    let uri = is_sns_https_url(url).ok_or(refused.clone())?;
+    if uri.query().is_some() || url.contains('#') {
+        return Err(refused);
+    }
+    let id = uri
+        .path()
+        .strip_prefix("/SimpleNotificationService-")
+        .and_then(|rest| rest.strip_suffix(".pem"));
+    match id {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(()),
+        _ => Err(refused),
     }
 }
 
 /// Verifies SNS messages from allow-listed topics.
 pub struct SnsVerifier<F> {
-    certificates: CertificateCache<F>,
+    certificates: Arc<CertificateCache<F>>,
     allowed_topics: Vec<String>,
 }
 
 impl<F: Fetcher> SnsVerifier<F> {
-    /// `allowed_topics` is `SNS_TOPIC_ARNS`; empty means no SNS message is accepted.
-    pub fn new(certificates: CertificateCache<F>, allowed_topics: Vec<String>) -> Self {
+    /// `allowed_topics` is `SNS_TOPIC_ARNS`; empty means no SNS message is accepted. The cache
+    /// may be shared with other verifiers (the local server builds one for every route).
+    pub fn new(
+        certificates: impl Into<Arc<CertificateCache<F>>>,
+        allowed_topics: Vec<String>,
+    ) -> Self {
         SnsVerifier {
-            certificates,
+            certificates: certificates.into(),
             allowed_topics,
         }
+    }
+
+    /// `SNS_TOPIC_ARNS` from `vars`, over a certificate cache built once for the process.
+    pub fn from_vars(vars: &impl Vars, certificates: Arc<CertificateCache<F>>) -> Self {
+        SnsVerifier::new(certificates, topics_from_vars(vars))
     }
 
     pub fn accepts_any(&self) -> bool {
@@ -216,6 +255,13 @@ impl<F: Fetcher> SnsVerifier<F> {
         let signature = STANDARD
             .decode(&message.signature)
             .map_err(|_| SnsError::Forbidden("SNS signature is not base64"))?;
+        // PKCS#1 v1.5 over the string to sign; SHA-1 for version 1, SHA-256 for version 2. The
+        // keys SNS signs with are 2048-bit; shorter than 1024 bits is refused.
+        let algorithm: &RsaParameters = match message.signature_version.as_str() {
+            "1" => &RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            "2" => &RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+            _ => return Err(SnsError::Forbidden("unsupported SNS SignatureVersion")),
+        };
         let key = self
             .certificates
             .public_key(&message.signing_cert_url)
@@ -224,13 +270,6 @@ impl<F: Fetcher> SnsVerifier<F> {
                 CertError::Unreachable(detail) => SnsError::Unavailable(detail),
                 CertError::Invalid => SnsError::Forbidden("SNS signing certificate is invalid"),
             })?;
-        // PKCS#1 v1.5 over the string to sign; SHA-1 for version 1, SHA-256 for version 2. The
-        // keys SNS signs with are 2048-bit; shorter than 1024 bits is refused.
-        let algorithm: &RsaParameters = match message.signature_version.as_str() {
-            "1" => &RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
-            "2" => &RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
-            _ => return Err(SnsError::Forbidden("unsupported SNS SignatureVersion")),
-        };
         let text = string_to_sign(message);
         let (modulus, exponent) = (key.n().to_bytes_be(), key.e().to_bytes_be());
         let verified = RsaPublicKeyComponents {
@@ -263,11 +302,11 @@ impl<F: Fetcher> SnsVerifier<F> {
         Ok(())
     }
 
-    /// Parses and verifies an envelope, and completes the handshakes: a confirmation is
+    /// Parses and verifies a request body, and completes the handshakes: a confirmation is
     /// confirmed, an unsubscribe is logged. Only notifications are returned for the caller to
     /// store.
-    pub async fn receive(&self, envelope: &Map<String, Value>) -> Result<Received, ApiError> {
-        let message = parse_object(envelope)?;
+    pub async fn receive(&self, body: &[u8]) -> Result<Received, SnsError> {
+        let message = parse(body)?;
         self.verify(&message).await?;
         match message.kind {
             SnsKind::Notification => Ok(Received::Notification(Box::new(message))),
@@ -283,23 +322,22 @@ impl<F: Fetcher> SnsVerifier<F> {
     }
 }
 
-/// The verifier a function builds at start: `SNS_TOPIC_ARNS` (empty: no SNS message accepted),
-/// `PINNED_CERTS_FILE`, and HTTPS fetches for certificates that are not pinned.
-pub fn verifier_from_vars(
-    vars: &impl crate::config::Vars,
-) -> Result<SnsVerifier<crate::certs::HttpsFetcher>, crate::config::ConfigError> {
-    Ok(SnsVerifier::new(
-        crate::certs::cache_from_vars(vars)?,
-        vars.list("SNS_TOPIC_ARNS"),
-    ))
+/// `SNS_TOPIC_ARNS`, comma-separated.
+pub fn topics_from_vars(vars: &impl Vars) -> Vec<String> {
+    vars.list(TOPICS_VARIABLE)
 }
 
-/// The 200 answer to a handshake (a confirmed subscription, or a noted unsubscribe).
-pub fn handshake_reply() -> lambda_http::Response<lambda_http::Body> {
-    crate::http::json_response(
-        http::StatusCode::OK,
-        &serde_json::json!({"status": "confirmed"}),
-    )
+/// A function that takes both a shared-token sender and SNS needs at least one of them: with
+/// neither, it could authenticate nothing, so it refuses to start rather than accept nothing.
+pub fn require_token_or_topics(
+    token: Option<&Secret>,
+    token_variable: &'static str,
+    vars: &impl Vars,
+) -> Result<(), ConfigError> {
+    if token.is_none() && topics_from_vars(vars).is_empty() {
+        return Err(ConfigError::MissingOneOf(token_variable, TOPICS_VARIABLE));
+    }
+    Ok(())
 }
 
 /// What a verified envelope was.
@@ -311,25 +349,11 @@ pub enum Received {
     Handshake,
 }
 
-/// Whether a request carries an SNS envelope: the `x-amz-sns-message-type` header, or a body
-/// whose `Type` is an SNS message type.
-pub fn looks_like_sns(header_type: Option<&str>, body: &Map<String, Value>) -> bool {
-    header_type.is_some() || has_sns_type(body)
-}
-
-/// Whether a body's `Type` is one of the SNS message types.
-pub fn has_sns_type(body: &Map<String, Value>) -> bool {
-    matches!(
-        body.get("Type").and_then(Value::as_str),
-        Some("Notification" | "SubscriptionConfirmation" | "UnsubscribeConfirmation")
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::public_key_from_pem;
     use bytes::Bytes;
+    use hub_core::certs::public_key_from_pem;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -446,6 +470,13 @@ mod tests {
             "https://user@sns.us-east-2.amazonaws.com/x.pem",
             "https://sns.us-east-2.amazonaws.com:8443/x.pem",
             "https://127.0.0.1/x.pem",
+            "https://sns.s3-external-1.amazonaws.com/SimpleNotificationService-00ff.pem",
+            "https://sns.us-east-2.amazonaws.com/SimpleNotificationService-00ff.pem?v=2",
+            "https://sns.us-east-2.amazonaws.com/SimpleNotificationService-00ff.pem#x",
+            "https://sns.us-east-2.amazonaws.com/SimpleNotificationService-.pem",
+            "https://sns.us-east-2.amazonaws.com/SimpleNotificationService-zz.pem",
+            "https://sns.us-east-2.amazonaws.com/a/SimpleNotificationService-00ff.pem",
+            "https://sns.us-east-2.amazonaws.com:443/SimpleNotificationService-00ff.pem",
         ] {
             let mut m = message(0);
             m.insert("SigningCertURL".into(), url.into());
@@ -457,7 +488,7 @@ mod tests {
         let mut m = message(0);
         m.insert(
             "SigningCertURL".into(),
-            "https://sns.eu-west-1.amazonaws.com/other.pem".into(),
+            "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-00ff.pem".into(),
         );
         let result = verifier.verify(&parse_object(&m).unwrap()).await;
         assert!(
@@ -485,6 +516,13 @@ mod tests {
         assert!(!is_sns_host("sqs.us-east-1.amazonaws.com"));
         assert!(!is_sns_host("sns.us-east-1.amazonaws.com.evil.com"));
         assert!(!is_sns_host("sns.a.b.amazonaws.com"));
+        assert!(is_sns_host("sns.us-gov-west-1.amazonaws.com"));
+        assert!(
+            !is_sns_host("sns.s3-external-1.amazonaws.com"),
+            "an S3 host"
+        );
+        assert!(!is_sns_host("sns.useast1.amazonaws.com"));
+        assert!(!is_sns_host("sns.US-EAST-1.amazonaws.com"));
     }
 
     #[test]

@@ -10,9 +10,8 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use hub_core::event::{format_time, parse_time, Event, Source};
 use hub_core::store::{
-    decide_claim, ClaimOutcome, EventLookup, EventWriter, LatestState, LedgerClaim, LedgerEntry,
-    MirrorLedger, Page, PageRequest, PutOutcome, SourceTimeline, StoreError, SubjectHistory,
-    TimeRange,
+    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, SourceTimeline,
+    StoreError, SubjectHistory, TimeRange,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
@@ -39,13 +38,6 @@ CREATE INDEX IF NOT EXISTS events_by_subject ON events (source, subject, event_k
 CREATE INDEX IF NOT EXISTS events_by_time ON events (source, event_key);
 CREATE INDEX IF NOT EXISTS events_by_alias ON events (source, subject_alias, event_key)
     WHERE subject_alias IS NOT NULL;
-CREATE TABLE IF NOT EXISTS mirror_ledger (
-    object    TEXT PRIMARY KEY,
-    sequencer TEXT NOT NULL,
-    event_id  TEXT NOT NULL,
-    action    TEXT NOT NULL,
-    applied   INTEGER NOT NULL
-);
 ";
 
 const COLUMNS: &str = "source, event_id, event_type, subject, subject_alias, sets_state, \
@@ -65,7 +57,8 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn failed(err: rusqlite::Error) -> StoreError {
+/// A SQLite error as a store error: a busy or locked database is worth a retry.
+pub fn failed(err: rusqlite::Error) -> StoreError {
     match err {
         // Another process holds the write lock past the busy timeout: worth a retry.
         rusqlite::Error::SqliteFailure(e, _)
@@ -91,6 +84,16 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory().map_err(failed)?)
     }
 
+    /// Runs schema statements of another crate's tables (idempotent `CREATE ... IF NOT EXISTS`),
+    /// at start, before the store serves requests.
+    pub fn execute_batch(&self, sql: &str) -> Result<(), StoreError> {
+        let connection = self
+            .connection
+            .lock()
+            .map_err(|_| StoreError::Failed("store lock poisoned".into()))?;
+        connection.execute_batch(sql).map_err(failed)
+    }
+
     fn init(connection: Connection) -> Result<Self, StoreError> {
         connection
             .busy_timeout(Duration::from_secs(5))
@@ -107,8 +110,10 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `work` on the connection off the async threads: SQLite calls block.
-    async fn with<T: Send + 'static>(
+    /// Runs `work` on the connection off the async threads: SQLite calls block. Other crates
+    /// keep their own tables in the same file through it (the mirror ledger, the webhooks
+    /// outbox), so that one connection serializes every write.
+    pub async fn with<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -229,6 +234,7 @@ fn row_to_event(row: &Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
 
 impl EventWriter for SqliteStore {
     async fn put_event(&self, event: &Event) -> Result<PutOutcome, StoreError> {
+        hub_core::store::check_event_size(event)?;
         let event = event.clone();
         self.with(move |c| {
             let inserted = c
@@ -375,70 +381,6 @@ impl SourceTimeline for SqliteStore {
         )
         .await
     }
-}
-
-impl MirrorLedger for SqliteStore {
-    async fn claim(&self, claim: &LedgerClaim) -> Result<ClaimOutcome, StoreError> {
-        let claim = claim.clone();
-        self.with(move |c| {
-            // IMMEDIATE takes the write lock first, so that the read and the write below are
-            // one atomic step even with another process on the same file.
-            let tx = c
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(failed)?;
-            let current = read_ledger(&tx, &claim.object)?;
-            let outcome = decide_claim(current.as_ref(), &claim);
-            if matches!(outcome, ClaimOutcome::Claimed { .. }) {
-                tx.execute(
-                    "INSERT INTO mirror_ledger (object, sequencer, event_id, action, applied) \
-                     VALUES (?1, ?2, ?3, ?4, 0) ON CONFLICT (object) DO UPDATE SET \
-                     sequencer = excluded.sequencer, event_id = excluded.event_id, \
-                     action = excluded.action, applied = 0",
-                    params![claim.object, claim.sequencer, claim.event_id, claim.action],
-                )
-                .map_err(failed)?;
-            }
-            tx.commit().map_err(failed)?;
-            Ok(outcome)
-        })
-        .await
-    }
-
-    async fn mark_applied(&self, claim: &LedgerClaim) -> Result<bool, StoreError> {
-        let claim = claim.clone();
-        self.with(move |c| {
-            c.execute(
-                "UPDATE mirror_ledger SET applied = 1 \
-                 WHERE object = ?1 AND sequencer = ?2 AND event_id = ?3",
-                params![claim.object, claim.sequencer, claim.event_id],
-            )
-            .map(|changed| changed == 1)
-            .map_err(failed)
-        })
-        .await
-    }
-
-    async fn ledger_entry(&self, object: &str) -> Result<Option<LedgerEntry>, StoreError> {
-        let object = object.to_owned();
-        self.with(move |c| read_ledger(c, &object)).await
-    }
-}
-
-fn read_ledger(c: &Connection, object: &str) -> Result<Option<LedgerEntry>, StoreError> {
-    c.query_row(
-        "SELECT sequencer, event_id, action, applied FROM mirror_ledger WHERE object = ?1",
-        params![object],
-        |r| {
-            Ok(LedgerEntry {
-                sequencer: r.get(0)?,
-                event_id: r.get(1)?,
-                action: r.get(2)?,
-                applied: r.get::<_, i64>(3)? != 0,
-            })
-        },
-    )
-    .optional()
-    .map_err(failed)
 }
 
 #[cfg(test)]

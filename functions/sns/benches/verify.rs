@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use hub_core::certs::{public_key_from_pem, CertError, CertificateCache, Fetcher};
-use hub_core::sns::{parse, SnsVerifier};
+use sns::{parse, SnsVerifier};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;

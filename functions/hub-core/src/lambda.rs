@@ -1,0 +1,53 @@
+//! The one `main` of every HTTP function: telemetry, the shared settings, the SDK, the events
+//! table (with retention), the warm-up, the function's own constructor, then the runtime loop.
+//! A configuration error stops the start, naming the variable, so Lambda reports an init
+//! failure instead of the function serving unauthenticated.
+
+use crate::aws::{LazyAws, WarmUp};
+use crate::config::{events_table, ConfigError};
+use crate::http::Handler;
+use crate::setup::Setup;
+use crate::store::{DynamoStore, Retained};
+use crate::telemetry;
+use lambda_http::{service_fn, Error, Request};
+use std::future::Future;
+use std::sync::Arc;
+
+/// The store every Lambda function is given: the events table, with `EVENT_TTL_DAYS` applied.
+pub type LambdaStore = Retained<DynamoStore>;
+
+/// Runs a function whose constructor is `build`, e.g. `run(stack_hook::build).await`.
+pub async fn run<H, Fut>(
+    build: impl FnOnce(LambdaStore, &'static Setup) -> Fut,
+) -> Result<(), Error>
+where
+    H: Handler,
+    Fut: Future<Output = Result<H, ConfigError>>,
+{
+    telemetry::init();
+    // The setup lives as long as the process: leaking it lets handlers borrow from it freely.
+    let setup: &'static Setup = Box::leak(Box::new(
+        Setup::from_process(LazyAws::lambda()).map_err(fail_start)?,
+    ));
+    let table = events_table(setup).map_err(fail_start)?;
+    let warm_up = WarmUp::from_vars(setup).map_err(fail_start)?;
+    let dynamo = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(setup.sdk().await.map_err(fail_start)?),
+        table,
+    );
+    warm_up.apply(&dynamo).await;
+    let store = Retained::new(dynamo, setup.edge().event_ttl_days);
+    let handler = Arc::new(build(store, setup).await.map_err(fail_start)?);
+    lambda_http::run(service_fn(move |request: Request| {
+        let handler = handler.clone();
+        async move { Ok::<_, Error>(handler.handle(request).await) }
+    }))
+    .await
+}
+
+/// Logs why the function refuses to start (naming the variable) and returns it as the error
+/// that `main` exits with.
+pub fn fail_start(err: ConfigError) -> Error {
+    tracing::error!(variable = err.variable(), error = %err, "refusing to start");
+    Box::new(err)
+}
