@@ -5,7 +5,7 @@ use dingtalk_callback::DingTalkCrypto;
 use hub_core::config::Secret;
 use std::hint::black_box;
 
-// Official vector A (protocol notes §6.1).
+// Official vector A (`docs/protocols.md` §7.2).
 const TOKEN: &str = "123456";
 const AES_KEY: &str = "4g5j64qlyl3zvetqxz5jiocdr586fn2zvjpa8zls3ij";
 const OWNER: &str = "suite4xxxxxxxxxxxxxxx";

@@ -1,4 +1,4 @@
-//! DingTalk callback cryptography, with no I/O (protocol notes §1.2–1.5).
+//! DingTalk callback cryptography, with no I/O (`docs/protocols.md` §1.2–1.5).
 //!
 //! - signature: lowercase hex SHA-1 of the byte-sorted concatenation of token, timestamp, nonce
 //!   and the `encrypt` string;

@@ -1,4 +1,4 @@
-//! What a decrypted DingTalk event is about, and when it happened (protocol notes §1.6).
+//! What a decrypted DingTalk event is about, and when it happened (`docs/protocols.md` §1.6).
 
 use chrono::{DateTime, Utc};
 use hub_core::event::time_from_millis;

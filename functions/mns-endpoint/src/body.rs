@@ -1,4 +1,4 @@
-//! MNS push bodies (protocol notes §4.3): XML `<Notification>`, the same fields as JSON, or
+//! MNS push bodies (`docs/protocols.md` §4.3): XML `<Notification>`, the same fields as JSON, or
 //! SIMPLIFIED (the raw message, with its metadata in `x-mns-*` headers); and the MD5 checks.
 
 use base64::engine::general_purpose::STANDARD;

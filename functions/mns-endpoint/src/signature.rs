@@ -1,4 +1,4 @@
-//! MNS HTTP push signatures (protocol notes §4.2): the string to sign, the signing-certificate
+//! MNS HTTP push signatures (`docs/protocols.md` §4.2): the string to sign, the signing-certificate
 //! URL allow-list, and RSA PKCS#1 v1.5 with SHA-1 over a key that may be 512 bits.
 
 use base64::engine::general_purpose::STANDARD;

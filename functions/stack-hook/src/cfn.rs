@@ -1,5 +1,5 @@
 //! AWS CloudFormation stack events, as SNS delivers them (`NotificationARNs`): newline-separated
-//! `Key='Value'` lines (protocol notes §3.2).
+//! `Key='Value'` lines (`docs/protocols.md` §3.2).
 //!
 //! A value may hold quotes, JSON (`ResourceProperties`) and even newlines, so a field starts only
 //! at a line matching `^[A-Za-z]+='`; any other line continues the current value. Exactly one
