@@ -19,6 +19,10 @@ lint_bin="$HUB_CACHE/venv-lint/bin"
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "cargo machete (no unused dependencies)"
+command -v cargo-machete >/dev/null 2>&1 || cargo install cargo-machete --locked --quiet
+cargo machete
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

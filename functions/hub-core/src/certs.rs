@@ -10,9 +10,9 @@ use rsa::pkcs8::DecodePublicKey;
 use rsa::RsaPublicKey;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::RwLock;
+use tokio::time::Instant;
 use x509_cert::der::{DecodePem, Encode};
 use x509_cert::Certificate;
 
@@ -141,10 +141,86 @@ pub fn cache_from_vars(vars: &impl Vars) -> Result<CertificateCache<HttpsFetcher
     Ok(CertificateCache::new(HttpsFetcher::new(), pinned))
 }
 
-/// Keys by certificate URL: pinned ones first, then ones fetched once and kept.
+/// How many fetched certificates (or recent failures) are kept. SNS and MNS each sign with one
+/// certificate at a time (two around a rotation), so a handful is plenty, and a sender that
+/// varies the URL cannot grow the cache.
+pub const CACHE_CAPACITY: usize = 8;
+/// How long a failed fetch is remembered: requests meanwhile answer 503 at once instead of each
+/// waiting up to the fetch timeout, and the certificate host is not hammered.
+pub const FAILURE_TTL: Duration = Duration::from_secs(30);
+
+enum Cached {
+    Key(Arc<RsaPublicKey>),
+    Failed { error: CertError, until: Instant },
+}
+
+struct Entry {
+    cached: Cached,
+    last_used: u64,
+}
+
+type Flight = Arc<tokio::sync::OnceCell<Result<Arc<RsaPublicKey>, CertError>>>;
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    /// One fetch per URL at a time: concurrent requests for the same certificate share it.
+    in_flight: HashMap<String, Flight>,
+    tick: u64,
+}
+
+impl State {
+    fn lookup(&mut self, url: &str, now: Instant) -> Option<Result<Arc<RsaPublicKey>, CertError>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let entry = self.entries.get_mut(url)?;
+        match &entry.cached {
+            Cached::Failed { until, .. } if *until <= now => {
+                self.entries.remove(url);
+                None
+            }
+            Cached::Failed { error, .. } => Some(Err(error.clone())),
+            Cached::Key(key) => {
+                entry.last_used = tick;
+                Some(Ok(key.clone()))
+            }
+        }
+    }
+
+    fn record(&mut self, url: &str, result: &Result<Arc<RsaPublicKey>, CertError>, now: Instant) {
+        if self.entries.len() >= CACHE_CAPACITY && !self.entries.contains_key(url) {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, entry)| entry.last_used)
+                .map(|(url, _)| url.clone());
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+            }
+        }
+        let cached = match result {
+            Ok(key) => Cached::Key(key.clone()),
+            Err(error) => Cached::Failed {
+                error: error.clone(),
+                until: now + FAILURE_TTL,
+            },
+        };
+        self.tick += 1;
+        self.entries.insert(
+            url.to_owned(),
+            Entry {
+                cached,
+                last_used: self.tick,
+            },
+        );
+    }
+}
+
+/// Keys by certificate URL: pinned ones first, then fetched ones (bounded, least recently used
+/// evicted), with failures remembered briefly and concurrent fetches of one URL coalesced.
 pub struct CertificateCache<F> {
     pinned: HashMap<String, Arc<RsaPublicKey>>,
-    fetched: RwLock<HashMap<String, Arc<RsaPublicKey>>>,
+    state: Mutex<State>,
     fetcher: F,
 }
 
@@ -152,7 +228,7 @@ impl<F: Fetcher> CertificateCache<F> {
     pub fn new(fetcher: F, pinned: HashMap<String, Arc<RsaPublicKey>>) -> Self {
         CertificateCache {
             pinned,
-            fetched: RwLock::new(HashMap::new()),
+            state: Mutex::new(State::default()),
             fetcher,
         }
     }
@@ -166,19 +242,34 @@ impl<F: Fetcher> CertificateCache<F> {
         if let Some(key) = self.pinned.get(url) {
             return Ok(key.clone());
         }
-        if let Some(key) = self.fetched.read().await.get(url) {
-            return Ok(key.clone());
+        let flight = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(cached) = state.lookup(url, Instant::now()) {
+                return cached;
+            }
+            state.in_flight.entry(url.to_owned()).or_default().clone()
+        };
+        let result = flight.get_or_init(|| self.fetch(url)).await.clone();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ours = state
+            .in_flight
+            .get(url)
+            .is_some_and(|current| Arc::ptr_eq(current, &flight));
+        if ours {
+            state.in_flight.remove(url);
+            state.record(url, &result, Instant::now());
         }
+        result
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Arc<RsaPublicKey>, CertError> {
         let (status, body) = self.fetcher.get(url).await?;
         if status != 200 {
+            tracing::warn!(url, status, "signing certificate fetch refused");
             return Err(CertError::Unreachable(format!("HTTP {status}")));
         }
         let key = Arc::new(public_key_from_pem(&body)?);
         tracing::info!(url, "signing certificate fetched and cached");
-        self.fetched
-            .write()
-            .await
-            .insert(url.to_owned(), key.clone());
         Ok(key)
     }
 }
@@ -279,6 +370,90 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(cache.fetcher.calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Answers after a pause, so that concurrent requests overlap; fails while `failing` is set.
+    struct Slow {
+        calls: AtomicUsize,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl Fetcher for Slow {
+        async fn get(&self, _url: &str) -> Result<(u16, Bytes), CertError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(CertError::Unreachable("refused".into()));
+            }
+            Ok((200, Bytes::from_static(SNS_PEM.as_bytes())))
+        }
+    }
+
+    fn slow(failing: bool) -> CertificateCache<Slow> {
+        CertificateCache::new(
+            Slow {
+                calls: AtomicUsize::new(0),
+                failing: failing.into(),
+            },
+            HashMap::new(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_requests_share_one_fetch() {
+        let cache = slow(false);
+        let url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0a.pem";
+        let results = futures::future::join_all((0..10).map(|_| cache.public_key(url))).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(cache.fetcher.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_remembered_briefly_then_retried() {
+        let cache = slow(true);
+        let url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0b.pem";
+        for _ in 0..5 {
+            assert!(matches!(
+                cache.public_key(url).await,
+                Err(CertError::Unreachable(_))
+            ));
+        }
+        assert_eq!(
+            cache.fetcher.calls.load(Ordering::SeqCst),
+            1,
+            "failure cached"
+        );
+        cache.fetcher.failing.store(false, Ordering::SeqCst);
+        tokio::time::advance(FAILURE_TTL + Duration::from_secs(1)).await;
+        assert!(cache.public_key(url).await.is_ok());
+        assert_eq!(
+            cache.fetcher.calls.load(Ordering::SeqCst),
+            2,
+            "retried after the TTL"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cache_is_bounded_and_keeps_the_recently_used() {
+        let cache = slow(false);
+        let hot = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-00.pem";
+        cache.public_key(hot).await.unwrap();
+        for i in 1..=(3 * CACHE_CAPACITY) {
+            let url = format!(
+                "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{i:02x}.pem"
+            );
+            cache.public_key(&url).await.unwrap();
+            cache.public_key(hot).await.unwrap();
+        }
+        let state = cache.state.lock().unwrap();
+        assert!(state.entries.len() <= CACHE_CAPACITY);
+        assert!(state.entries.contains_key(hot), "the hot certificate stays");
+        drop(state);
+        assert_eq!(
+            cache.fetcher.calls.load(Ordering::SeqCst),
+            1 + 3 * CACHE_CAPACITY,
+            "the hot certificate was fetched once"
+        );
     }
 
     #[test]
