@@ -117,6 +117,13 @@ mod tests {
         let finished = occurred_at(&obj(json!({"createTime":1, "finishTime":2000}))).unwrap();
         assert_eq!(finished.timestamp_millis(), 2000);
         assert_eq!(occurred_at(&obj(json!({"TimeStamp":"soon"}))), None);
+        // Past year 9999 a time cannot be written as RFC 3339, and a stored one would break every
+        // later read of the item: it is dropped (the event orders by its arrival instead).
+        assert_eq!(
+            occurred_at(&obj(json!({"TimeStamp": 253_402_300_800_000_i64}))),
+            None
+        );
+        assert_eq!(occurred_at(&obj(json!({"TimeStamp": i64::MAX}))), None);
     }
 
     #[test]
