@@ -83,7 +83,7 @@ pub fn https_client() -> SharedHttpClient {
 }
 
 /// How every SDK client behaves: short timeouts and few retries, because every sender has a
-/// deadline (DingTalk 1.5 s, MNS 5 s) and retries a push that failed. Clients with longer work
+/// deadline (1.5 s for the strictest, `docs/protocols.md` §1.5) and retries a push that failed. Clients with longer work
 /// (S3 copies) override the timeouts for themselves.
 pub fn timeout_config() -> TimeoutConfig {
     TimeoutConfig::builder()

@@ -1,7 +1,7 @@
-//! Signing certificates for SNS and MNS: fetched over HTTPS only from allow-listed URLs (the
+//! Senders' signing certificates: fetched over HTTPS only from allow-listed URLs (the
 //! caller checks the URL before asking), cached for the life of the process, or pinned from
-//! `PINNED_CERTS_FILE` and never fetched. Validity periods are not enforced: both AWS's SNS
-//! certificates and MNS's certificate are used after their printed expiry.
+//! `PINNED_CERTS_FILE` and never fetched. Validity periods are not enforced: senders' signing
+//! certificates are used after their printed expiry (`docs/protocols.md` §8).
 
 use crate::config::{ConfigError, Vars};
 use bytes::Bytes;
@@ -141,7 +141,7 @@ pub fn cache_from_vars(vars: &impl Vars) -> Result<CertificateCache<HttpsFetcher
     Ok(CertificateCache::new(HttpsFetcher::new(), pinned))
 }
 
-/// How many fetched certificates (or recent failures) are kept. SNS and MNS each sign with one
+/// How many fetched certificates (or recent failures) are kept. A sender signs with one
 /// certificate at a time (two around a rotation), so a handful is plenty, and a sender that
 /// varies the URL cannot grow the cache.
 pub const CACHE_CAPACITY: usize = 8;
@@ -325,7 +325,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    const SNS_PEM: &str = include_str!("../tests/fixtures/rsa-cert.pem");
+    const TEST_PEM: &str = include_str!("../tests/fixtures/rsa-cert.pem");
 
     struct Counting {
         calls: AtomicUsize,
@@ -341,7 +341,7 @@ mod tests {
 
     #[test]
     fn expired_certificates_still_give_their_key() {
-        let key = public_key_from_pem(SNS_PEM.as_bytes()).unwrap();
+        let key = public_key_from_pem(TEST_PEM.as_bytes()).unwrap();
         assert_eq!(rsa::traits::PublicKeyParts::size(&key), 256);
         assert_eq!(
             public_key_from_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
@@ -353,19 +353,19 @@ mod tests {
     async fn fetched_once_then_cached_and_pinned_never_fetched() {
         let fetcher = Counting {
             calls: AtomicUsize::new(0),
-            body: SNS_PEM,
+            body: TEST_PEM,
         };
         let mut pinned = HashMap::new();
         pinned.insert(
             "https://pinned/x.pem".to_owned(),
-            Arc::new(public_key_from_pem(SNS_PEM.as_bytes()).unwrap()),
+            Arc::new(public_key_from_pem(TEST_PEM.as_bytes()).unwrap()),
         );
         let cache = CertificateCache::new(fetcher, pinned);
         cache.public_key("https://pinned/x.pem").await.unwrap();
         assert_eq!(cache.fetcher.calls.load(Ordering::SeqCst), 0);
         for _ in 0..3 {
             cache
-                .public_key("https://sns.us-east-1.amazonaws.com/a.pem")
+                .public_key("https://certs.example.com/a.pem")
                 .await
                 .unwrap();
         }
@@ -385,7 +385,7 @@ mod tests {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(CertError::Unreachable("refused".into()));
             }
-            Ok((200, Bytes::from_static(SNS_PEM.as_bytes())))
+            Ok((200, Bytes::from_static(TEST_PEM.as_bytes())))
         }
     }
 
@@ -402,7 +402,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrent_requests_share_one_fetch() {
         let cache = slow(false);
-        let url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0a.pem";
+        let url = "https://certs.example.com/SimpleNotificationService-0a.pem";
         let results = futures::future::join_all((0..10).map(|_| cache.public_key(url))).await;
         assert!(results.iter().all(Result::is_ok));
         assert_eq!(cache.fetcher.calls.load(Ordering::SeqCst), 1);
@@ -411,7 +411,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failures_are_remembered_briefly_then_retried() {
         let cache = slow(true);
-        let url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0b.pem";
+        let url = "https://certs.example.com/SimpleNotificationService-0b.pem";
         for _ in 0..5 {
             assert!(matches!(
                 cache.public_key(url).await,
@@ -436,11 +436,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_cache_is_bounded_and_keeps_the_recently_used() {
         let cache = slow(false);
-        let hot = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-00.pem";
+        let hot = "https://certs.example.com/SimpleNotificationService-00.pem";
         cache.public_key(hot).await.unwrap();
         for i in 1..=(3 * CACHE_CAPACITY) {
             let url = format!(
-                "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{i:02x}.pem"
+                "https://certs.example.com/SimpleNotificationService-{i:02x}.pem"
             );
             cache.public_key(&url).await.unwrap();
             cache.public_key(hot).await.unwrap();

@@ -151,7 +151,7 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .filter(is_writable)
 }
 
-/// Time from Unix epoch milliseconds (DingTalk, MNS). Only years 0000 to 9999 are accepted:
+/// Time from Unix epoch milliseconds, as some senders give it. Only years 0000 to 9999 are accepted:
 /// RFC 3339 cannot write others, and a stored time that cannot be read back would break every
 /// later read of the item.
 pub fn time_from_millis(millis: i64) -> Option<DateTime<Utc>> {

@@ -14,7 +14,7 @@
 //!
 //! TTL is on `expires_at`.
 //!
-//! Other items may share the table (the S3 mirror's ledger) as long as they carry none of the
+//! Other items may share the table (a function's own bookkeeping) as long as they carry none of the
 //! index attributes, so that they never show up in an event query.
 
 use super::{
