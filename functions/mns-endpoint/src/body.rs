@@ -28,14 +28,17 @@ impl Format {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     pub format: Format,
+    /// Absent only in SIMPLIFIED pushes without `x-mns-topic-owner`; such a push cannot match
+    /// `MNS_TOPICS` (§4.5).
     pub topic_owner: Option<String>,
-    pub topic_name: String,
+    /// Absent only in SIMPLIFIED pushes without `x-mns-topic-name`, which cannot match either.
+    pub topic_name: Option<String>,
     pub subscriber: Option<String>,
     pub subscription_name: Option<String>,
     pub message_id: String,
     pub message: String,
     pub message_tag: Option<String>,
-    /// Epoch milliseconds.
+    /// Epoch milliseconds, within years 0000 to 9999 (a time the store can write and read back).
     pub publish_time: Option<i64>,
 }
 
@@ -53,7 +56,7 @@ pub enum BodyError {
     Json,
     #[error("notification lacks {0}")]
     Missing(&'static str),
-    #[error("PublishTime is not epoch milliseconds")]
+    #[error("PublishTime is not epoch milliseconds within years 0000 to 9999")]
     PublishTime,
     #[error("message is not UTF-8")]
     NotUtf8,
@@ -85,8 +88,12 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Epoch milliseconds. A time past year 9999 (or before year 0) is refused, not stored without
+/// its time: RFC 3339 cannot write it, and an item holding it could not be read back (S12).
 fn millis(text: &str) -> Result<i64, BodyError> {
-    text.trim().parse().map_err(|_| BodyError::PublishTime)
+    let millis: i64 = text.trim().parse().map_err(|_| BodyError::PublishTime)?;
+    hub_core::event::time_from_millis(millis).ok_or(BodyError::PublishTime)?;
+    Ok(millis)
 }
 
 /// Builds a notification from named fields, checking that all required ones are there and that
@@ -109,7 +116,7 @@ fn from_fields(
     Ok(Notification {
         format,
         topic_owner: Some(field("TopicOwner")),
-        topic_name: field("TopicName"),
+        topic_name: Some(field("TopicName")),
         subscriber: Some(field("Subscriber")),
         subscription_name: Some(field("SubscriptionName")),
         message_id: field("MessageId"),
@@ -146,14 +153,12 @@ fn parse_json(body: &str) -> Result<Notification, BodyError> {
 fn parse_simplified(headers: &HeaderMap, body: &str) -> Result<Notification, BodyError> {
     let message_id =
         header(headers, "x-mns-message-id").ok_or(BodyError::Missing("x-mns-message-id"))?;
-    // Older pushes name only the message; the subscription stands in for the topic then.
-    let topic_name = header(headers, "x-mns-topic-name")
-        .or_else(|| header(headers, "x-mns-subscription-name"))
-        .ok_or(BodyError::Missing("x-mns-topic-name"))?;
+    // Older pushes name no topic; they cannot match `MNS_TOPICS` and are refused by the handler
+    // (403, §4.5) rather than stored under the subscription's name.
     Ok(Notification {
         format: Format::Simplified,
         topic_owner: header(headers, "x-mns-topic-owner"),
-        topic_name,
+        topic_name: header(headers, "x-mns-topic-name"),
         subscriber: header(headers, "x-mns-subscriber"),
         subscription_name: header(headers, "x-mns-subscription-name"),
         message_id,
@@ -185,6 +190,12 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Notification, BodyError
 }
 
 impl Notification {
+    /// `(TopicOwner, TopicName)`, as signed: body fields covered by `Content-MD5`, or `x-mns-*`
+    /// headers. `None` when either is missing.
+    pub fn topic(&self) -> Option<(&str, &str)> {
+        Some((self.topic_owner.as_deref()?, self.topic_name.as_deref()?))
+    }
+
     /// The stored payload.
     pub fn to_json(&self) -> Value {
         json!({
@@ -238,7 +249,7 @@ mod tests {
             let n = parse(&with_md5(&body, form), body.as_bytes()).unwrap();
             assert_eq!(n.format, Format::Xml);
             assert_eq!(n.message, MESSAGE);
-            assert_eq!(n.topic_name, "orders");
+            assert_eq!(n.topic(), Some(("1321669497458181", "orders")));
             assert_eq!(n.message_tag.as_deref(), Some("important"));
             assert_eq!(n.publish_time, Some(1_709_294_400_000));
         }
@@ -269,6 +280,43 @@ mod tests {
         assert_eq!(n.format, Format::Simplified);
         assert_eq!(n.message, MESSAGE);
         assert_eq!(n.publish_time, Some(1_680_079_287_576));
+    }
+
+    #[test]
+    fn simplified_without_owner_or_topic_names_no_topic() {
+        let mut h = with_md5(MESSAGE, "upper");
+        h.insert("x-mns-message-id", HeaderValue::from_static("m-1"));
+        h.insert("x-mns-subscription-name", HeaderValue::from_static("sub"));
+        h.insert("x-mns-topic-name", HeaderValue::from_static("orders"));
+        let n = parse(&h, MESSAGE.as_bytes()).unwrap();
+        assert_eq!(n.topic(), None, "no owner");
+        h.remove("x-mns-topic-name");
+        h.insert("x-mns-topic-owner", HeaderValue::from_static("1"));
+        let n = parse(&h, MESSAGE.as_bytes()).unwrap();
+        assert_eq!(n.topic(), None, "the subscription is not the topic");
+    }
+
+    #[test]
+    fn publish_times_past_year_9999_are_refused() {
+        let last = "253402300799999"; // 9999-12-31T23:59:59.999Z
+        for (time, ok) in [
+            (last, true),
+            ("253402300800000", false),
+            ("9223372036854775807", false),
+            ("-62167219200001", false),
+            ("-1", true),
+        ] {
+            let body = xml().replace("1709294400000", time);
+            let result = parse(&with_md5(&body, "upper"), body.as_bytes());
+            assert_eq!(result.is_ok(), ok, "{time}: {result:?}");
+            if !ok {
+                assert_eq!(result, Err(BodyError::PublishTime));
+            }
+            let mut h = with_md5(MESSAGE, "upper");
+            h.insert("x-mns-message-id", HeaderValue::from_static("m-1"));
+            h.insert("x-mns-publish-time", HeaderValue::from_str(time).unwrap());
+            assert_eq!(parse(&h, MESSAGE.as_bytes()).is_ok(), ok, "{time}");
+        }
     }
 
     #[test]

@@ -1,18 +1,25 @@
 //! MNS HTTP push signatures (`docs/protocols.md` §4.2): the string to sign, the signing-certificate
 //! URL allow-list, and RSA PKCS#1 v1.5 with SHA-1 over a key that may be 512 bits.
+//!
+//! The signature is checked, but it is not what keeps attackers out: the key is MNS-wide and
+//! 512-bit (§4.5). The endpoint token and topic allow-list (`access.rs`) are the authentication.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::HeaderMap;
+use rsa::traits::PublicKeyParts;
 use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use sha1::{Digest, Sha1};
 
-/// The official prefixes (doc 27488 and the regional `mns-cert` buckets). `*` stands for one
-/// region name (`[a-z0-9-]+`).
-pub const DEFAULT_CERT_URL_PREFIXES: [&str; 2] = [
-    "https://mnstest.oss-cn-hangzhou.aliyuncs.com/",
-    "https://mns-cert.oss-*.aliyuncs.com/",
-];
+/// The one certificate URL known to be in use (the 2023 push of §7.5 and every SDK sample): an
+/// exact URL, not the bucket, because the sender chooses the URL and a bucket may hold other keys
+/// (the `mnstest` bucket holds this 512-bit one; nobody can say what else it or the regional
+/// `mns-cert` buckets will hold). Operators add other URLs with `MNS_CERT_URL_PREFIXES`.
+pub const DEFAULT_CERT_URLS: [&str; 1] =
+    ["https://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem"];
+
+/// MNS's own key is 512 bits (§4.2); nothing smaller is a signing key.
+pub const MIN_KEY_BITS: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -26,6 +33,8 @@ pub enum SignatureError {
     BadAuthorization,
     #[error("signature mismatch")]
     Mismatch,
+    #[error("signing key is too small")]
+    WeakKey,
     #[error("Date is missing, unreadable, or outside the allowed age")]
     Stale,
 }
@@ -87,12 +96,42 @@ fn matches_prefix(url: &str, prefix: &str) -> bool {
     }
 }
 
+/// An entry ending in `/` is a prefix (where `*` stands for one region name); any other entry is
+/// an exact URL and matches only itself.
+fn matches_entry(url: &str, entry: &str) -> bool {
+    if entry.ends_with('/') {
+        matches_prefix(url, entry)
+    } else {
+        url == entry
+    }
+}
+
+/// Checks one configured allow-list entry: `https://<host>/…`, so that it can never match another
+/// host; no userinfo, query or fragment; `*` only in a prefix's host.
+pub fn check_allow_list_entry(entry: &str) -> Result<(), String> {
+    let host_ends = entry
+        .strip_prefix("https://")
+        .and_then(|rest| rest.find('/'));
+    let Some(host_len) = host_ends.filter(|i| *i > 0) else {
+        return Err(format!("{entry:?} must be https://<host>/…"));
+    };
+    if entry.contains(['@', '\\', '#', '?']) || entry.contains("/../") {
+        return Err(format!(
+            "{entry:?} must not contain @, \\, #, ? or /../ (exact URLs match without a query)"
+        ));
+    }
+    let path = &entry["https://".len() + host_len..];
+    if path.contains('*') || (!entry.ends_with('/') && entry.contains('*')) {
+        return Err(format!(
+            "{entry:?}: * stands only for a region in a prefix's host"
+        ));
+    }
+    Ok(())
+}
+
 /// The certificate URL from `x-mns-signing-cert-url`, upgraded to https (old pushes named an
-/// http URL; the certificate is fetched over https all the same), if an allowed prefix covers it.
-pub fn cert_url(
-    headers: &HeaderMap,
-    allowed_prefixes: &[String],
-) -> Result<String, SignatureError> {
+/// http URL; the certificate is fetched over https all the same), if the allow-list covers it.
+pub fn cert_url(headers: &HeaderMap, allowed: &[String]) -> Result<String, SignatureError> {
     let encoded = header(headers, "x-mns-signing-cert-url")
         .ok_or(SignatureError::MissingHeader("x-mns-signing-cert-url"))?;
     let decoded = STANDARD
@@ -106,7 +145,7 @@ pub fn cert_url(
     if url.contains(['@', '\\', '#', '?']) || url.contains("/../") {
         return Err(SignatureError::CertUrlNotAllowed);
     }
-    if allowed_prefixes.iter().any(|p| matches_prefix(&url, p)) {
+    if allowed.iter().any(|entry| matches_entry(&url, entry)) {
         Ok(url)
     } else {
         Err(SignatureError::CertUrlNotAllowed)
@@ -119,6 +158,9 @@ pub fn verify(
     string_to_sign: &str,
     authorization: &str,
 ) -> Result<(), SignatureError> {
+    if key.n().bits() < MIN_KEY_BITS {
+        return Err(SignatureError::WeakKey);
+    }
     let signature = STANDARD
         .decode(authorization.trim())
         .map_err(|_| SignatureError::BadAuthorization)?;
@@ -176,10 +218,7 @@ mod tests {
     }
 
     fn defaults() -> Vec<String> {
-        DEFAULT_CERT_URL_PREFIXES
-            .iter()
-            .map(|p| p.to_string())
-            .collect()
+        DEFAULT_CERT_URLS.iter().map(|p| p.to_string()).collect()
     }
 
     #[test]
@@ -241,41 +280,74 @@ mod tests {
         );
     }
 
+    fn encode(url: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-mns-signing-cert-url",
+            HeaderValue::from_str(&STANDARD.encode(url)).unwrap(),
+        );
+        h
+    }
+
     #[test]
-    fn certificate_url_allow_list() {
-        let encode = |url: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(
-                "x-mns-signing-cert-url",
-                HeaderValue::from_str(&STANDARD.encode(url)).unwrap(),
-            );
-            h
-        };
-        let ok = [
-            "https://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem",
-            "https://mns-cert.oss-cn-beijing.aliyuncs.com/c.pem",
-        ];
-        for url in ok {
-            assert_eq!(cert_url(&encode(url), &defaults()).unwrap(), url);
-        }
+    fn the_default_allow_list_is_the_one_known_certificate_url_exactly() {
+        let known = "https://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem";
+        assert_eq!(cert_url(&encode(known), &defaults()).unwrap(), known);
         assert_eq!(
             cert_url(
                 &encode("http://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem"),
                 &defaults()
             )
             .unwrap(),
-            "https://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem"
+            known,
+            "old pushes name http://; fetched over https"
         );
+        // Other objects of the same buckets were accepted before: the sender picks the URL, and
+        // a bucket may hold any key (S2).
         for bad in [
-            "https://mnstest.oss-cn-hangzhou.aliyuncs.com.evil.com/x.pem",
-            "https://evil.com/https://mnstest.oss-cn-hangzhou.aliyuncs.com/x.pem",
-            "https://mns-cert.oss-.aliyuncs.com/c.pem",
-            "https://mns-cert.oss-cn.evil.com/.aliyuncs.com/c.pem",
-            "https://mnstest.oss-cn-hangzhou.aliyuncs.com@evil.com/x.pem",
-            "ftp://mnstest.oss-cn-hangzhou.aliyuncs.com/x.pem",
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com/other.pem",
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem/",
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem?v=2",
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem#x",
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pemx",
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com/a/../x509_public_certificate.pem",
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com//x509_public_certificate.pem",
+            "https://MNSTEST.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem",
+            "https://mns-cert.oss-cn-beijing.aliyuncs.com/x509_public_certificate.pem",
+            "https://mns-cert.oss-cn-beijing.aliyuncs.com/c.pem",
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com.evil.com/x509_public_certificate.pem",
+            "https://mnstest.oss-cn-hangzhou.aliyuncs.com@evil.com/x509_public_certificate.pem",
+            "ftp://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem",
         ] {
             assert_eq!(
                 cert_url(&encode(bad), &defaults()),
+                Err(SignatureError::CertUrlNotAllowed),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn configured_prefixes_and_region_wildcards() {
+        let allowed = [
+            "https://mns-cert.oss-*.aliyuncs.com/".to_owned(),
+            "https://certs.example.com/mns/".to_owned(),
+        ];
+        for ok in [
+            "https://mns-cert.oss-cn-beijing.aliyuncs.com/c.pem",
+            "https://certs.example.com/mns/a.pem",
+        ] {
+            assert_eq!(cert_url(&encode(ok), &allowed).unwrap(), ok);
+        }
+        for bad in [
+            "https://mns-cert.oss-.aliyuncs.com/c.pem",
+            "https://mns-cert.oss-cn.evil.com/.aliyuncs.com/c.pem",
+            "https://evil.com/https://certs.example.com/mns/a.pem",
+            "https://certs.example.com/mnsa.pem",
+            "https://certs.example.com/mns/a.pem?x=1",
+        ] {
+            assert_eq!(
+                cert_url(&encode(bad), &allowed),
                 Err(SignatureError::CertUrlNotAllowed),
                 "{bad}"
             );
@@ -289,6 +361,21 @@ mod tests {
         assert_eq!(
             cert_url(&HeaderMap::new(), &defaults()),
             Err(SignatureError::MissingHeader("x-mns-signing-cert-url"))
+        );
+    }
+
+    #[test]
+    fn keys_under_512_bits_are_refused() {
+        // A 256-bit modulus: whatever the signature, it is not MNS's key.
+        let n = rsa::BigUint::parse_bytes(
+            b"c5a3d6f2e1b4978a0c3d5e7f9b1a2c4d6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a3b",
+            16,
+        )
+        .unwrap();
+        let key = RsaPublicKey::new(n, rsa::BigUint::from(65_537u32)).unwrap();
+        assert_eq!(
+            verify(&key, "text", &STANDARD.encode([1u8; 32])),
+            Err(SignatureError::WeakKey)
         );
     }
 
