@@ -261,3 +261,115 @@ async fn unsigned_tampered_or_malformed_envelopes() {
         "the pinned certificate is never fetched"
     );
 }
+
+const CREATED_AT: &str = "2024-03-01T12:00:00.000Z";
+
+// S14: a key given twice is refused, whichever copy would have won.
+#[tokio::test]
+async fn a_message_with_a_key_twice_is_refused() {
+    let (hook, store, _) = setup().await;
+    let honest = cfn_message(
+        "stack-evt-1",
+        "orders-api",
+        "AWS::CloudFormation::Stack",
+        "CREATE_COMPLETE",
+        CREATED_AT,
+        None,
+    );
+    for twice in [
+        honest.replace(
+            "ResourceStatusReason=''",
+            "ResourceStatusReason='x'\nResourceStatus='DELETE_COMPLETE'",
+        ),
+        format!("{honest}StackName='payments-api'\n"),
+    ] {
+        let response = hook
+            .handle(request_from_json(&stack_event_request(
+                "m-twice", &twice, "r",
+            )))
+            .await;
+        assert_eq!(response.status(), 400, "{}", body_json(&response));
+        assert_eq!(body_json(&response)["error"], "bad_request");
+    }
+    assert!(scan_items(&store).await.is_empty());
+}
+
+// S14: a nested stack's events (an AWS::CloudFormation::Stack resource of the parent, whose
+// logical id may equal the parent's name) never set the parent's status.
+#[tokio::test]
+async fn a_nested_stack_never_sets_its_parents_status() {
+    let (hook, _store, _) = setup().await;
+    let response = hook
+        .handle(request_from_json(&stack_event(
+            1,
+            "CREATE_COMPLETE",
+            CREATED_AT,
+        )))
+        .await;
+    assert_eq!(response.status(), 200);
+    let child = "arn:aws:cloudformation:us-east-1:123456789012:stack/orders-api-orders-api-1X2Y3Z/77aa0c10-d7a9-11ee-9c3f-0a1b2c3d4e5f";
+    let nested = cfn_message(
+        "orders-api-DELETE_COMPLETE-2024-03-01T12:05:00.000Z",
+        "orders-api",
+        "AWS::CloudFormation::Stack",
+        "DELETE_COMPLETE",
+        "2024-03-01T12:05:00.000Z",
+        None,
+    )
+    .replace(
+        &format!("PhysicalResourceId='{CFN_STACK_ID}'"),
+        &format!("PhysicalResourceId='{child}'"),
+    );
+    let response = hook
+        .handle(request_from_json(&stack_event_request(
+            "m-nested", &nested, "r",
+        )))
+        .await;
+    assert_eq!(response.status(), 200);
+    let status = body_json(&hook.handle(get("/stacks/orders-api")).await);
+    assert_eq!(status["status"], "CREATE_COMPLETE");
+    assert_eq!(body_json(&response)["sets_status"], false);
+}
+
+// S14: resource event ids repeat across stacks; the stack id scopes them.
+#[tokio::test]
+async fn one_event_id_in_two_stacks_is_two_events() {
+    let (hook, store, _) = setup().await;
+    let other_stack =
+        "arn:aws:cloudformation:us-east-1:123456789012:stack/payments-api/9a8b7c6d-d7a9-11ee-9c3f-0a1b2c3d4e5f";
+    let event_id = "Queue-CREATE_COMPLETE-2024-03-01T12:00:00.000Z";
+    let first = cfn_message(
+        event_id,
+        "Queue",
+        "AWS::SQS::Queue",
+        "CREATE_COMPLETE",
+        CREATED_AT,
+        None,
+    );
+    let second = first
+        .replace(CFN_STACK_ID, other_stack)
+        .replace("StackName='orders-api'", "StackName='payments-api'");
+    for (n, message) in [&first, &second].into_iter().enumerate() {
+        let response = hook
+            .handle(request_from_json(&stack_event_request(
+                &format!("m-shared-{n}"),
+                message,
+                "r",
+            )))
+            .await;
+        assert_eq!(body_json(&response)["status"], "stored", "{n}");
+    }
+    let mut ids: Vec<String> = scan_items(&store)
+        .await
+        .iter()
+        .map(|i| i["event_id"].as_s().unwrap().clone())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            format!("{event_id}@{CFN_STACK_ID}"),
+            format!("{event_id}@{other_stack}"),
+        ]
+    );
+}

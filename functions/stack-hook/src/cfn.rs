@@ -19,6 +19,12 @@ pub enum CfnError {
     Missing(&'static str),
     #[error("CloudFormation Timestamp is not RFC 3339")]
     BadTimestamp,
+    /// A key given twice: which value counts would be a guess (and a value spanning lines could
+    /// carry a second `ResourceType=` or `StackName=` line), so the message is refused.
+    #[error("CloudFormation message has {0} twice")]
+    DuplicateKey(String),
+    #[error("CloudFormation StackId must not contain '@' or control characters")]
+    BadStackId,
 }
 
 /// The fields of one stack event; `None` where the message said `'null'`.
@@ -40,6 +46,9 @@ pub fn parse(message: &str) -> Result<CfnEvent, CfnError> {
         let value = raw
             .strip_suffix('\'')
             .ok_or(CfnError::Malformed("a value lacks its closing quote"))?;
+        if fields.contains_key(&key) {
+            return Err(CfnError::DuplicateKey(key));
+        }
         fields.insert(key, (value != "null").then(|| value.to_owned()));
         Ok::<_, CfnError>(())
     };
@@ -83,6 +92,22 @@ impl CfnEvent {
         self.required("EventId")
     }
 
+    pub fn stack_id(&self) -> Result<&str, CfnError> {
+        let id = self.required("StackId")?;
+        if id.contains('@') || id.chars().any(char::is_control) {
+            return Err(CfnError::BadStackId);
+        }
+        Ok(id)
+    }
+
+    /// The idempotency key: `EventId@StackId`. A resource event's id
+    /// (`<Logical>-<STATUS>-<timestamp>`, §3.2) is only unique within its stack, and two stacks
+    /// (StackSet instances, say) can produce the same one, so the stack id scopes it. The
+    /// `EventId` stays in front, and a stack id never holds `@`, so the pair is recoverable.
+    pub fn scoped_event_id(&self) -> Result<String, CfnError> {
+        Ok(format!("{}@{}", self.event_id()?, self.stack_id()?))
+    }
+
     pub fn stack_name(&self) -> Result<&str, CfnError> {
         self.required("StackName")
     }
@@ -96,11 +121,14 @@ impl CfnEvent {
     }
 
     /// A stack-level event (`AWS::CloudFormation::Stack` about the stack itself), as opposed to
-    /// one of its resources; only these set the stack's status.
+    /// one of its resources; only these set the stack's status. The physical id decides: a
+    /// nested stack is an `AWS::CloudFormation::Stack` resource of its parent whose logical id
+    /// may well equal the parent's name, but whose physical id is the child's stack id. A message
+    /// without `PhysicalResourceId` (some older ones lack it, §3.2) is history only.
     pub fn is_stack_level(&self) -> bool {
         self.get("ResourceType") == Some("AWS::CloudFormation::Stack")
-            && self.get("LogicalResourceId").is_some()
-            && self.get("LogicalResourceId") == self.get("StackName")
+            && self.get("StackId").is_some_and(|id| !id.is_empty())
+            && self.get("PhysicalResourceId") == self.get("StackId")
     }
 
     /// The event as the stored JSON payload: every field, nulls as null.
@@ -186,10 +214,77 @@ mod tests {
         ] {
             assert!(!event.fields.contains_key(absent), "{absent}");
         }
-        assert!(event.is_stack_level());
+        // Without a physical id, stack-level cannot be told from a nested stack's event.
+        assert!(!event.is_stack_level());
         assert_eq!(
             event.event_id().unwrap(),
             "5b1b8a70-cb1c-11e3-8d2b-50fa5262a838"
+        );
+    }
+
+    // S14: a later copy of a key must not override the first (a value spanning lines could
+    // otherwise smuggle in `ResourceType='AWS::CloudFormation::Stack'`).
+    #[test]
+    fn duplicate_keys_are_refused() {
+        assert_eq!(
+            parse("StackName='web'\nResourceStatus='X'\nStackName='other'\n"),
+            Err(CfnError::DuplicateKey("StackName".into()))
+        );
+        let smuggled = STACK_EVENT.replace(
+            "ResourceStatusReason=''",
+            "ResourceStatusReason='x'\nResourceStatus='DELETE_COMPLETE'",
+        );
+        assert_eq!(
+            parse(&smuggled),
+            Err(CfnError::DuplicateKey("ResourceStatus".into()))
+        );
+    }
+
+    // S14: a nested stack is an `AWS::CloudFormation::Stack` resource of its parent; its logical
+    // id may equal the parent's name, but its physical id is the child's stack id.
+    #[test]
+    fn stack_level_means_the_physical_id_is_the_stack_id() {
+        let nested = STACK_EVENT
+            .replace(
+                "PhysicalResourceId='arn:aws:cloudformation:us-east-1:444455556666:stack/sb-env-core-D8CPRXEBJBCV/a80dacc0-7263-11ec-8a77-026f030e7a17'",
+                "PhysicalResourceId='arn:aws:cloudformation:us-east-1:444455556666:stack/sb-env-core-D8CPRXEBJBCV-child-1/0f0f0f0f-7263-11ec-8a77-026f030e7a17'",
+            );
+        let nested = parse(&nested).unwrap();
+        assert_eq!(nested.get("LogicalResourceId"), nested.get("StackName"));
+        assert!(!nested.is_stack_level());
+        let no_physical_id = parse(
+            &STACK_EVENT.replace(
+                "PhysicalResourceId='arn:aws:cloudformation:us-east-1:444455556666:stack/sb-env-core-D8CPRXEBJBCV/a80dacc0-7263-11ec-8a77-026f030e7a17'\n",
+                "",
+            ),
+        )
+        .unwrap();
+        assert!(!no_physical_id.is_stack_level());
+        let renamed_logical = parse(&STACK_EVENT.replace(
+            "LogicalResourceId='sb-env-core-D8CPRXEBJBCV'",
+            "LogicalResourceId='Other'",
+        ))
+        .unwrap();
+        assert!(renamed_logical.is_stack_level());
+    }
+
+    // S14: resource event ids (`<Logical>-<STATUS>-<timestamp>`) repeat across stacks.
+    #[test]
+    fn event_ids_are_scoped_by_stack_id() {
+        let resource = "StackId='arn:aws:cloudformation:us-east-1:1:stack/a/u1'\nTimestamp='2024-03-01T12:00:00.000Z'\nEventId='Bucket-CREATE_COMPLETE-2024-03-01T12:00:00.000Z'\nLogicalResourceId='Bucket'\nResourceStatus='CREATE_COMPLETE'\nResourceType='AWS::S3::Bucket'\nStackName='a'\n";
+        let other = resource
+            .replace("stack/a/u1", "stack/b/u2")
+            .replace("StackName='a'", "StackName='b'");
+        let first = parse(resource).unwrap().scoped_event_id().unwrap();
+        assert_eq!(
+            first,
+            "Bucket-CREATE_COMPLETE-2024-03-01T12:00:00.000Z@arn:aws:cloudformation:us-east-1:1:stack/a/u1"
+        );
+        assert_ne!(first, parse(&other).unwrap().scoped_event_id().unwrap());
+        let no_stack_id = parse("EventId='e'\nStackName='a'\n").unwrap();
+        assert_eq!(
+            no_stack_id.scoped_event_id(),
+            Err(CfnError::Missing("StackId"))
         );
     }
 

@@ -1,8 +1,9 @@
-//! The stack-hook handler: routes `POST /stacks` to [`crate::receive`] and `GET /stacks/{stack}`
-//! to [`crate::status`].
+//! The stack-hook handler: routes `POST /stacks` to [`crate::receive`] (the sender's credential)
+//! and `GET /stacks/{stack}` to [`crate::status`] (the user's `Authorization: Bearer <API_TOKEN>`).
 
 use crate::StackHookConfig;
 use http::Method;
+use hub_core::auth::require_api_token;
 use hub_core::certs::Fetcher;
 use hub_core::clock::Clock;
 use hub_core::http::{require_method, respond, ApiError, Handler};
@@ -74,6 +75,9 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             }
             Route::Stack(stack) => {
                 require_method(request, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+                // Outputs may hold generated passwords and history holds every payload: users
+                // with the API token only, checked before anything is read. Unset, closed (503).
+                require_api_token(request, self.config.api_token.as_ref())?;
                 self.status(request, &stack).await
             }
             Route::Unknown => Err(ApiError::NotFound("no such route".into())),
@@ -106,16 +110,26 @@ mod tests {
     use std::sync::Arc;
 
     const TOKEN: &str = "unit-test-token";
+    const API_TOKEN: &str = "unit-test-api-token";
 
     type TestHook = StackHook<Arc<MemoryStore>, Arc<FixedClock>, FakeFetcher>;
 
     fn hook() -> (TestHook, Arc<MemoryStore>, Arc<FixedClock>) {
         let store = Arc::new(MemoryStore::new());
+        let (hook, clock) = hook_over(store.clone(), Some(API_TOKEN));
+        (hook, store, clock)
+    }
+
+    fn hook_over<S: StackStore>(
+        store: S,
+        api_token: Option<&str>,
+    ) -> (StackHook<S, Arc<FixedClock>, FakeFetcher>, Arc<FixedClock>) {
         let clock = Arc::new(FixedClock::at(
             Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap(),
         ));
         let config = StackHookConfig {
             token: Some(Secret::new(TOKEN)),
+            api_token: api_token.map(Secret::new),
             edge: EdgeConfig {
                 max_body_bytes: 4096,
                 event_ttl_days: None,
@@ -126,11 +140,7 @@ mod tests {
             CertificateCache::new(FakeFetcher::new(), Default::default()),
             Vec::new(),
         );
-        (
-            StackHook::new(store.clone(), clock.clone(), config, sns),
-            store,
-            clock,
-        )
+        (StackHook::new(store, clock.clone(), config, sns), clock)
     }
 
     fn post(body: &str, token: Option<&str>) -> Request {
@@ -145,12 +155,17 @@ mod tests {
             .unwrap()
     }
 
+    /// A user's read, with the right bearer token.
     fn get(uri: &str) -> Request {
-        http::Request::builder()
-            .method("GET")
-            .uri(uri)
-            .body(Body::Empty)
-            .unwrap()
+        get_with(uri, Some(&format!("Bearer {API_TOKEN}")))
+    }
+
+    fn get_with(uri: &str, authorization: Option<&str>) -> Request {
+        let mut builder = http::Request::builder().method("GET").uri(uri);
+        if let Some(value) = authorization {
+            builder = builder.header("Authorization", value);
+        }
+        builder.body(Body::Empty).unwrap()
     }
 
     fn json_of(response: &Response<Body>) -> Value {
@@ -292,6 +307,310 @@ mod tests {
             .unwrap();
         assert_eq!(hook.handle(post_stack).await.status(), 405);
         assert_eq!(hook.handle(get("/elsewhere")).await.status(), 404);
+    }
+
+    fn ros_of(stack_id: &str, status: &str, output: &str) -> String {
+        format!(
+            r#"{{"StackId":"{stack_id}","StackName":"web","Status":"{status}","Outputs":[{{"OutputKey":"Url","OutputValue":"{output}"}}]}}"#
+        )
+    }
+
+    async fn current(hook: &TestHook) -> Value {
+        json_of(&hook.handle(get("/stacks/web")).await)
+    }
+
+    async fn history_types(hook: &TestHook) -> Vec<(String, bool)> {
+        json_of(&hook.handle(get("/stacks/web?history=true&limit=100")).await)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["event_type"].as_str().unwrap().to_owned(),
+                    e["sets_status"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    // S3: the status route is for users holding the API token; the token is checked before
+    // anything is read.
+    #[tokio::test]
+    async fn status_needs_the_bearer_token_before_any_store_read() {
+        let (hook, store, _) = hook();
+        assert_eq!(deliver(&hook, &ros("CREATE_COMPLETE")).await, "stored");
+        for (uri, authorization) in [
+            ("/stacks/web", None),
+            ("/stacks/web", Some("Bearer wrong-token")),
+            ("/stacks/web", Some(&*format!("Basic {API_TOKEN}"))),
+            ("/stacks/web", Some(API_TOKEN)),
+            ("/stacks/web?history=true", None),
+            ("/stacks/uuid-1?history=true&limit=100", Some("Bearer ")),
+            ("/stacks/nope", None),
+        ] {
+            let response = hook.handle(get_with(uri, authorization)).await;
+            assert_eq!(response.status(), 401, "{uri} {authorization:?}");
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let body = json_of(&response);
+            assert_eq!(body["error"], "unauthorized");
+            assert!(body.get("status").is_none() && body.get("events").is_none());
+            assert!(!body.to_string().contains("http://x"), "{body}");
+        }
+        // Refused before the store is asked: an outage does not turn 401 into 503.
+        store.set_unavailable(true);
+        assert_eq!(
+            hook.handle(get_with("/stacks/web", None)).await.status(),
+            401
+        );
+        store.set_unavailable(false);
+        let response = hook
+            .handle(get_with(
+                "/stacks/web",
+                Some(&format!("bearer {API_TOKEN}")),
+            ))
+            .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(json_of(&response)["outputs"][0]["OutputValue"], "http://x");
+    }
+
+    #[tokio::test]
+    async fn without_an_api_token_reads_are_closed_and_hooks_still_work() {
+        let store = Arc::new(MemoryStore::new());
+        let (hook, _) = hook_over(store.clone(), None);
+        let response = hook
+            .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
+            .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(store.len(), 1);
+        for authorization in [None, Some("Bearer anything"), Some("Bearer ")] {
+            let response = hook.handle(get_with("/stacks/web", authorization)).await;
+            assert_eq!(response.status(), 503);
+            let body = json_of(&response);
+            assert!(
+                body["message"].as_str().unwrap().contains("API_TOKEN"),
+                "{body}"
+            );
+            assert!(body.get("status").is_none());
+        }
+    }
+
+    // S4 (a): a status that comes back is a change, not a retry.
+    #[tokio::test]
+    async fn a_status_that_comes_back_is_a_change_not_a_retry() {
+        let (hook, store, clock) = hook();
+        assert_eq!(deliver(&hook, &ros("UPDATE_COMPLETE")).await, "stored");
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(deliver(&hook, &ros("ROLLBACK_COMPLETE")).await, "stored");
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(deliver(&hook, &ros("UPDATE_COMPLETE")).await, "stored");
+        assert_eq!(current(&hook).await["status"], "UPDATE_COMPLETE");
+        // A retry of the current latest still collapses.
+        clock.advance(chrono::Duration::seconds(5));
+        assert_eq!(deliver(&hook, &ros("UPDATE_COMPLETE")).await, "duplicate");
+        assert_eq!(store.len(), 3);
+        assert_eq!(
+            history_types(&hook).await,
+            [
+                ("UPDATE_COMPLETE".to_owned(), true),
+                ("ROLLBACK_COMPLETE".to_owned(), true),
+                ("UPDATE_COMPLETE".to_owned(), true),
+            ]
+        );
+    }
+
+    // S4 (b): a replay of an older notification is history, never the status.
+    #[tokio::test]
+    async fn a_late_create_never_supersedes_an_update() {
+        let (hook, store, clock) = hook();
+        assert_eq!(deliver(&hook, &ros("CREATE_COMPLETE")).await, "stored");
+        clock.advance(chrono::Duration::minutes(5));
+        assert_eq!(deliver(&hook, &ros("UPDATE_COMPLETE")).await, "stored");
+        // A retry of the CREATE_COMPLETE within its windows: the same content is stored already.
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(deliver(&hook, &ros("CREATE_COMPLETE")).await, "duplicate");
+        // Much later: stored, as history.
+        clock.advance(chrono::Duration::hours(2));
+        let reply = json_of(
+            &hook
+                .handle(post(&ros("CREATE_COMPLETE"), Some(TOKEN)))
+                .await,
+        );
+        assert_eq!(reply["status"], "stored");
+        assert_eq!(reply["sets_status"], false);
+        assert_eq!(current(&hook).await["status"], "UPDATE_COMPLETE");
+        assert_eq!(store.len(), 3);
+        assert_eq!(
+            history_types(&hook).await,
+            [
+                ("CREATE_COMPLETE".to_owned(), false),
+                ("UPDATE_COMPLETE".to_owned(), true),
+                ("CREATE_COMPLETE".to_owned(), true),
+            ]
+        );
+        // The status still moves on.
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(deliver(&hook, &ros("CHECK_COMPLETE")).await, "stored");
+        assert_eq!(current(&hook).await["status"], "CHECK_COMPLETE");
+    }
+
+    #[tokio::test]
+    async fn nothing_supersedes_delete_complete_but_a_new_stack_id() {
+        let (hook, _store, clock) = hook();
+        assert_eq!(
+            deliver(&hook, &ros_of("uuid-1", "CREATE_COMPLETE", "a")).await,
+            "stored"
+        );
+        clock.advance(chrono::Duration::minutes(10));
+        assert_eq!(
+            deliver(&hook, &ros_of("uuid-1", "DELETE_COMPLETE", "a")).await,
+            "stored"
+        );
+        clock.advance(chrono::Duration::hours(1));
+        for late in ["UPDATE_COMPLETE", "ROLLBACK_COMPLETE", "DELETE_FAILED"] {
+            assert_eq!(deliver(&hook, &ros_of("uuid-1", late, "a")).await, "stored");
+            assert_eq!(current(&hook).await["status"], "DELETE_COMPLETE", "{late}");
+        }
+        // Deleted and created again under the same name: a new stack id, a new lifecycle.
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(
+            deliver(&hook, &ros_of("uuid-2", "CREATE_COMPLETE", "b")).await,
+            "stored"
+        );
+        let status = current(&hook).await;
+        assert_eq!(status["status"], "CREATE_COMPLETE");
+        assert_eq!(status["stack_id"], "uuid-2");
+        // The old stack's late notifications stay history.
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(
+            deliver(&hook, &ros_of("uuid-1", "UPDATE_COMPLETE", "late")).await,
+            "stored"
+        );
+        assert_eq!(current(&hook).await["stack_id"], "uuid-2");
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(
+            deliver(&hook, &ros_of("uuid-2", "UPDATE_COMPLETE", "b2")).await,
+            "stored"
+        );
+        let status = current(&hook).await;
+        assert_eq!(status["status"], "UPDATE_COMPLETE");
+        assert_eq!(status["outputs"][0]["OutputValue"], "b2");
+        assert_eq!(
+            json_of(&hook.handle(get("/stacks/uuid-1")).await)["stack_id"],
+            "uuid-2",
+            "a stack id leads to its name, whose latest is the new stack"
+        );
+    }
+
+    /// The memory store, but every call yields first, so that concurrent deliveries interleave
+    /// between their reads and their writes.
+    struct Interleaved(Arc<MemoryStore>);
+
+    impl EventWriter for Interleaved {
+        async fn put_event(
+            &self,
+            event: &hub_core::event::Event,
+        ) -> Result<hub_core::store::PutOutcome, hub_core::store::StoreError> {
+            tokio::task::yield_now().await;
+            self.0.put_event(event).await
+        }
+    }
+    impl EventLookup for Interleaved {
+        async fn get_event(
+            &self,
+            source: hub_core::event::Source,
+            event_id: &str,
+        ) -> Result<Option<hub_core::event::Event>, hub_core::store::StoreError> {
+            tokio::task::yield_now().await;
+            self.0.get_event(source, event_id).await
+        }
+    }
+    impl SubjectHistory for Interleaved {
+        async fn events_about(
+            &self,
+            source: hub_core::event::Source,
+            subject: &str,
+            page: &hub_core::store::PageRequest,
+        ) -> Result<hub_core::store::Page, hub_core::store::StoreError> {
+            tokio::task::yield_now().await;
+            self.0.events_about(source, subject, page).await
+        }
+    }
+    impl LatestState for Interleaved {
+        async fn latest_about(
+            &self,
+            source: hub_core::event::Source,
+            subject: &str,
+        ) -> Result<Option<hub_core::event::Event>, hub_core::store::StoreError> {
+            tokio::task::yield_now().await;
+            self.0.latest_about(source, subject).await
+        }
+        async fn subject_for_alias(
+            &self,
+            source: hub_core::event::Source,
+            alias: &str,
+        ) -> Result<Option<String>, hub_core::store::StoreError> {
+            tokio::task::yield_now().await;
+            self.0.subject_for_alias(source, alias).await
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_deliveries_keep_the_lifecycle_and_collapse_retries() {
+        let store = Arc::new(MemoryStore::new());
+        let (hook, clock) = hook_over(Interleaved(store.clone()), Some(API_TOKEN));
+        let send = |name: &str, status: &str| {
+            post(
+                &format!(r#"{{"StackId":"id-{name}","StackName":"{name}","Status":"{status}"}}"#),
+                Some(TOKEN),
+            )
+        };
+        let names: Vec<String> = (0..16).map(|i| format!("stack-{i}")).collect();
+        for name in &names {
+            assert_eq!(
+                hook.handle(send(name, "CREATE_COMPLETE")).await.status(),
+                200
+            );
+        }
+        clock.advance(chrono::Duration::hours(1));
+        for name in &names {
+            // A fresh update and a replay of the creation, racing in both orders.
+            let (a, b) = tokio::join!(
+                hook.handle(send(name, "UPDATE_COMPLETE")),
+                hook.handle(send(name, "CREATE_COMPLETE")),
+            );
+            assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+            let (a, b) = tokio::join!(
+                hook.handle(send(name, "CREATE_COMPLETE")),
+                hook.handle(send(name, "UPDATE_COMPLETE")),
+            );
+            assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+            let status = json_of(&hook.handle(get(&format!("/stacks/{name}"))).await);
+            assert_eq!(status["status"], "UPDATE_COMPLETE", "{name}");
+        }
+        // Five copies of one change at once: one event; the status is that change.
+        clock.advance(chrono::Duration::minutes(1));
+        let before = store.len();
+        let replies = futures_join5(
+            hook.handle(send("stack-0", "ROLLBACK_COMPLETE")),
+            hook.handle(send("stack-0", "ROLLBACK_COMPLETE")),
+            hook.handle(send("stack-0", "ROLLBACK_COMPLETE")),
+            hook.handle(send("stack-0", "ROLLBACK_COMPLETE")),
+            hook.handle(send("stack-0", "ROLLBACK_COMPLETE")),
+        )
+        .await;
+        let stored = replies
+            .iter()
+            .filter(|r| json_of(r)["status"] == "stored")
+            .count();
+        assert_eq!(stored, 1);
+        assert_eq!(store.len(), before + 1);
+        let status = json_of(&hook.handle(get("/stacks/stack-0")).await);
+        assert_eq!(status["status"], "ROLLBACK_COMPLETE");
+    }
+
+    async fn futures_join5<F: std::future::Future>(a: F, b: F, c: F, d: F, e: F) -> [F::Output; 5] {
+        let (a, b, c, d, e) = tokio::join!(a, b, c, d, e);
+        [a, b, c, d, e]
     }
 
     #[test]

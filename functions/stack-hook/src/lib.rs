@@ -3,6 +3,7 @@
 
 pub mod cfn;
 pub mod handler;
+pub mod lifecycle;
 pub mod receive;
 pub mod ros;
 pub mod status;
@@ -10,6 +11,7 @@ pub mod status;
 pub use handler::{StackHook, StackStore};
 pub use status::{latest_event, latest_status, stack_status};
 
+use hub_core::auth::API_TOKEN_VARIABLE;
 use hub_core::certs::HttpsFetcher;
 use hub_core::clock::SystemClock;
 use hub_core::config::{ConfigError, EdgeConfig, Secret, Vars};
@@ -25,6 +27,9 @@ pub struct StackHookConfig {
     /// The shared secret ROS webhooks carry. Unset, ROS webhooks are refused (403) and only SNS
     /// messages from `SNS_TOPIC_ARNS` are accepted.
     pub token: Option<Secret>,
+    /// The bearer token of `GET /stacks/{stack}` (`API_TOKEN` or `API_TOKEN_PARAMETER`). Unset,
+    /// that route answers 503 naming the variable and `POST /stacks` works as before.
+    pub api_token: Option<Secret>,
     pub edge: EdgeConfig,
     /// `ROS_DEDUP_WINDOW_SECS` (default 600): how long retries of one ROS notification collapse.
     pub dedup_window_secs: u64,
@@ -36,15 +41,17 @@ impl StackHookConfig {
     /// Every setting from the variables alone, the token included (tests).
     pub fn from_vars(vars: &impl Vars) -> Result<Self, ConfigError> {
         let token = vars.get(TOKEN_VARIABLE).map(Secret::new);
-        StackHookConfig::new(vars, EdgeConfig::from_vars(vars)?, token)
+        let api_token = vars.get(API_TOKEN_VARIABLE).map(Secret::new);
+        StackHookConfig::new(vars, EdgeConfig::from_vars(vars)?, token, api_token)
     }
 
-    /// The configuration besides the token, which the caller has already read (it may come from
-    /// SSM); `token` or `SNS_TOPIC_ARNS` is required.
+    /// The configuration besides the tokens, which the caller has already read (they may come
+    /// from SSM); `token` or `SNS_TOPIC_ARNS` is required, `api_token` is not.
     pub fn new(
         vars: &impl Vars,
         edge: EdgeConfig,
         token: Option<Secret>,
+        api_token: Option<Secret>,
     ) -> Result<Self, ConfigError> {
         let dedup_window_secs =
             vars.parsed_or("ROS_DEDUP_WINDOW_SECS", Self::DEFAULT_DEDUP_WINDOW_SECS)?;
@@ -57,6 +64,7 @@ impl StackHookConfig {
         sns::require_token_or_topics(token.as_ref(), TOKEN_VARIABLE, vars)?;
         Ok(StackHookConfig {
             token,
+            api_token,
             edge,
             dedup_window_secs,
         })
@@ -74,7 +82,9 @@ pub async fn build<S: StackStore>(
     let token = setup
         .secret(TOKEN_VARIABLE, TOKEN_PARAMETER_VARIABLE)
         .await?;
-    let config = StackHookConfig::new(setup, setup.edge().clone(), token)?;
+    // Read once, here: a missing API token closes GET /stacks/{stack}, never POST /stacks.
+    let api_token = setup.api_token().await?;
+    let config = StackHookConfig::new(setup, setup.edge().clone(), token, api_token)?;
     let sns = SnsVerifier::from_vars(setup, setup.certificates()?);
     Ok(StackHook::new(store, SystemClock, config, sns))
 }
@@ -89,7 +99,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let token = vars.get(TOKEN_VARIABLE).map(Secret::new);
-        StackHookConfig::new(&vars, EdgeConfig::default(), token)
+        StackHookConfig::new(&vars, EdgeConfig::default(), token, None)
     }
 
     #[test]

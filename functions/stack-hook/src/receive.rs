@@ -4,14 +4,16 @@
 
 use crate::cfn::{self, CfnError};
 use crate::handler::{StackHook, StackStore};
-use crate::ros::{self, RosError};
+use crate::lifecycle;
+use crate::ros::{self, RosError, RosNotification};
+use chrono::{DateTime, Utc};
 use http::StatusCode;
 use hub_core::auth::{presented_callback_token, require_callback_token};
 use hub_core::certs::Fetcher;
 use hub_core::clock::Clock;
 use hub_core::event::{Event, Source};
 use hub_core::http::{json_response, raw_body, ApiError};
-use hub_core::store::PutOutcome;
+use hub_core::store::{PageRequest, PutOutcome};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 use sns::Received;
@@ -47,7 +49,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         let event = cfn::parse(&message.message).map_err(bad)?;
         let mut stored = Event::new(
             Source::Stack,
-            event.event_id().map_err(bad)?,
+            event.scoped_event_id().map_err(bad)?,
             event.resource_status().map_err(bad)?,
             event.stack_name().map_err(bad)?,
             event.to_json().to_string(),
@@ -59,7 +61,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             stored = stored.history_only();
         }
         let outcome = self.store.put_event(&stored).await?;
-        Ok(accepted(outcome, &stored.event_id, &stored.subject))
+        Ok(accepted(outcome, &stored))
     }
 
     async fn receive_ros(
@@ -75,44 +77,187 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         require_callback_token(request, token)?;
         let notification =
             ros::parse(body).map_err(|e: RosError| ApiError::bad_request(e.to_string()))?;
-        let received_at = self.clock.now();
-        let key = ros::idempotency_key(&notification, received_at, self.config.dedup_window_secs);
+        let now = self.clock.now();
 
-        // A retry that crossed into the next dedup window: the same content is already stored.
-        if self
+        // The rule and why it holds under concurrency: `crate::lifecycle` (docs/protocols.md §3.1).
+        let mut latest = self.chain_head(&notification.stack_name).await?;
+        for _ in 0..MAX_RACES {
+            match self.place(latest.as_ref(), &notification, now).await? {
+                Placement::Retry(of) => return Ok(accepted(PutOutcome::Duplicate, &of)),
+                Placement::Late => return self.store_late(notification, now).await,
+                Placement::Latest => {}
+            }
+            let id = latest.as_ref().map_or_else(
+                || lifecycle::first_slot(&notification.stack_name),
+                lifecycle::slot_after,
+            );
+            let event = Event::new(
+                Source::Stack,
+                id.clone(),
+                notification.status.clone(),
+                notification.stack_name.clone(),
+                Value::Object(notification.body.clone()).to_string(),
+                lifecycle::received_after(latest.as_ref(), now),
+            )
+            .alias(Some(notification.stack_id.clone()));
+            match self.store.put_event(&event).await? {
+                PutOutcome::Stored => return Ok(accepted(PutOutcome::Stored, &event)),
+                // Another delivery took this place first: decide again, against it.
+                PutOutcome::Duplicate => {
+                    let winner = self
+                        .store
+                        .get_event(Source::Stack, &id)
+                        .await?
+                        .ok_or_else(|| busy("the latest event of the stack vanished"))?;
+                    latest = Some(self.walk(winner).await?);
+                }
+            }
+        }
+        Err(busy("too many concurrent deliveries for one stack"))
+    }
+
+    /// The stack name's latest state-setting event, read consistently: the "latest" index may
+    /// lag, so its answer is followed along the chain (`lifecycle::slot_after`) by id.
+    async fn chain_head(&self, stack_name: &str) -> Result<Option<Event>, ApiError> {
+        match self.store.latest_about(Source::Stack, stack_name).await? {
+            None => Ok(None),
+            Some(latest) => Ok(Some(self.walk(latest).await?)),
+        }
+    }
+
+    async fn walk(&self, mut latest: Event) -> Result<Event, ApiError> {
+        for _ in 0..MAX_WALK {
+            match self
+                .store
+                .get_event(Source::Stack, &lifecycle::slot_after(&latest))
+                .await?
+            {
+                Some(next) => latest = next,
+                None => return Ok(latest),
+            }
+        }
+        Err(busy("the stack's latest event is moving too fast"))
+    }
+
+    async fn place(
+        &self,
+        latest: Option<&Event>,
+        notification: &RosNotification,
+        now: DateTime<Utc>,
+    ) -> Result<Placement, ApiError> {
+        let Some(latest) = latest else {
+            return Ok(Placement::Latest);
+        };
+        if lifecycle::is_retry(latest, notification, now, self.config.dedup_window_secs) {
+            return Ok(Placement::Retry(latest.clone()));
+        }
+        let follows = match lifecycle::stack_id_of(latest) {
+            Some(id) if id == notification.stack_id => {
+                lifecycle::may_follow(&latest.event_type, &notification.status)
+            }
+            // Another stack id under this name: a new lifecycle (the stack was deleted and created
+            // again, even if its DELETE_COMPLETE was lost) unless the name has had this id
+            // before, which makes it the older lifecycle.
+            _ => {
+                self.store
+                    .subject_for_alias(Source::Stack, &notification.stack_id)
+                    .await?
+                    .as_deref()
+                    != Some(notification.stack_name.as_str())
+            }
+        };
+        Ok(if follows {
+            Placement::Latest
+        } else {
+            Placement::Late
+        })
+    }
+
+    /// A delivery that cannot set the status: history only. It cannot hide a status change, so
+    /// any event of the same content within two windows makes it a duplicate (ROS retrying an
+    /// earlier notification), and its key is content plus window, as before.
+    async fn store_late(
+        &self,
+        notification: RosNotification,
+        now: DateTime<Utc>,
+    ) -> Result<Response<Body>, ApiError> {
+        let window = self.config.dedup_window_secs;
+        let horizon = lifecycle::retry_horizon(now, window);
+        let recent = self
             .store
-            .get_event(Source::Stack, &key.previous)
-            .await?
-            .is_some()
-        {
-            return Ok(accepted(
-                PutOutcome::Duplicate,
-                &key.previous,
+            .events_about(
+                Source::Stack,
                 &notification.stack_name,
-            ));
+                &PageRequest::first(PageRequest::MAX_LIMIT),
+            )
+            .await?;
+        if let Some(prior) = recent
+            .events
+            .into_iter()
+            .find(|e| e.received_at >= horizon && lifecycle::same_content(e, &notification))
+        {
+            return Ok(accepted(PutOutcome::Duplicate, &prior));
+        }
+        let key = ros::idempotency_key(&notification, now, window);
+        if let Some(prior) = self.store.get_event(Source::Stack, &key.previous).await? {
+            return Ok(accepted(PutOutcome::Duplicate, &prior));
         }
         let event = Event::new(
             Source::Stack,
-            key.current.clone(),
-            notification.status.clone(),
-            notification.stack_name.clone(),
+            key.current,
+            notification.status,
+            notification.stack_name,
             Value::Object(notification.body).to_string(),
-            received_at,
+            now,
         )
-        .alias(Some(notification.stack_id));
+        .alias(Some(notification.stack_id))
+        .history_only();
+        tracing::info!(
+            stack = %event.subject,
+            status = %event.event_type,
+            "ROS notification older than the stack's latest status: kept as history"
+        );
         let outcome = self.store.put_event(&event).await?;
-        Ok(accepted(outcome, &event.event_id, &event.subject))
+        Ok(accepted(outcome, &event))
     }
 }
 
-fn accepted(outcome: PutOutcome, event_id: &str, stack: &str) -> Response<Body> {
+/// How often one delivery may lose the race for the next place in a stack's chain before it
+/// gives up with 503 (ROS retries), and how far it follows the chain to its end.
+const MAX_RACES: usize = 8;
+const MAX_WALK: usize = 32;
+
+fn busy(why: &str) -> ApiError {
+    tracing::warn!(why, "stack hook could not place a notification");
+    ApiError::Unavailable("concurrent deliveries for this stack, retry later".into())
+}
+
+/// What a ROS delivery is, measured against its stack's latest event.
+enum Placement {
+    /// Equal to the latest, within the dedup windows.
+    Retry(Event),
+    /// The stack's new latest status.
+    Latest,
+    /// Older than the latest in the stack's lifecycle: history only.
+    Late,
+}
+
+/// The reply: `stored` or `duplicate`, the event's id, and whether it sets the stack's status
+/// (the stored event's, for a duplicate).
+fn accepted(outcome: PutOutcome, event: &Event) -> Response<Body> {
     let status = match outcome {
         PutOutcome::Stored => "stored",
         PutOutcome::Duplicate => "duplicate",
     };
-    tracing::info!(outcome = status, event_id, stack, "stack hook accepted");
+    tracing::info!(
+        outcome = status,
+        event_id = %event.event_id,
+        stack = %event.subject,
+        sets_status = event.sets_state,
+        "stack hook accepted"
+    );
     json_response(
         StatusCode::OK,
-        &json!({"status": status, "event_id": event_id}),
+        &json!({"status": status, "event_id": event.event_id, "sets_status": event.sets_state}),
     )
 }

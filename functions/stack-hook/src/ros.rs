@@ -84,14 +84,15 @@ pub fn is_terminal(status: &str) -> bool {
             || status.starts_with("ROLLBACK_"))
 }
 
-/// The idempotency key of a ROS notification.
+/// The idempotency key of a late ROS notification, one that is kept as history only.
 ///
 /// ROS sends no event id and no time, and it retries a notification it could not deliver, so
 /// the key is the hash of the notification's content (canonical JSON: key order and spacing do
-/// not matter) plus the dedup window it arrived in. A delivery is also a duplicate when the same
-/// content was stored in the window before ([`RosKey::previous`]), so retries that straddle a
-/// window boundary still collapse. The same status with the same outputs more than two windows
-/// later (a second `UPDATE_COMPLETE` an hour on) is a new event.
+/// not matter) plus the dedup window it arrived in; content stored under the window before's key
+/// ([`RosKey::previous`]) is a duplicate too, so retries that straddle a window boundary
+/// collapse. Notifications that set the status are keyed by their place in the stack's chain
+/// instead ([`crate::lifecycle`]): a content key would collapse a status that comes back
+/// (`UPDATE_COMPLETE`, `ROLLBACK_COMPLETE`, `UPDATE_COMPLETE`) into its first occurrence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RosKey {
     pub current: String,
