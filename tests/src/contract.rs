@@ -39,16 +39,22 @@ where
     }
 }
 
-/// Runs every contract check against `store`, which must be empty.
-pub async fn run_all<S: EventStore>(store: &S) {
-    put_is_idempotent(store).await;
-    history_is_newest_first_and_paginated(store).await;
-    latest_ignores_history_only_events(store).await;
-    aliases_resolve_to_subjects(store).await;
-    timeline_spans_months_oldest_first(store).await;
-    sources_do_not_mix(store).await;
-    foreign_cursors_are_refused(store).await;
-    oversized_events_are_refused_alike(store).await;
+/// Runs every contract check, each on its own empty store from `fresh`, so that no check can
+/// pass on what another left behind.
+pub async fn run_all<S, F, Fut>(fresh: F)
+where
+    S: EventStore,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    put_is_idempotent(&fresh().await).await;
+    history_is_newest_first_and_paginated(&fresh().await).await;
+    latest_ignores_history_only_events(&fresh().await).await;
+    aliases_resolve_to_subjects(&fresh().await).await;
+    timeline_spans_months_oldest_first(&fresh().await).await;
+    sources_do_not_mix(&fresh().await).await;
+    foreign_cursors_are_refused(&fresh().await).await;
+    oversized_events_are_refused_alike(&fresh().await).await;
 }
 
 /// An event over one item's limit is refused as too large by every store (413 at the edge),
@@ -235,18 +241,34 @@ pub async fn timeline_spans_months_oldest_first<S: EventStore>(store: &S) {
 }
 
 pub async fn sources_do_not_mix<S: EventStore>(store: &S) {
-    store
-        .put_event(&event(Source::Mns, "mix", "web", at(2024, 3, 1, 0)))
-        .await
-        .unwrap();
-    let stack_history = store
-        .events_about(Source::Stack, "web", &PageRequest::first(50))
-        .await
-        .unwrap();
-    assert!(stack_history
-        .events
-        .iter()
-        .all(|e| e.source == Source::Stack));
+    // The same subject under two sources: each history holds its own source's event only.
+    for (source, id) in [(Source::Mns, "mix-mns"), (Source::Stack, "mix-stack")] {
+        store
+            .put_event(&event(source, id, "web", at(2024, 3, 1, 0)))
+            .await
+            .unwrap();
+    }
+    for (source, id) in [(Source::Mns, "mix-mns"), (Source::Stack, "mix-stack")] {
+        let history = store
+            .events_about(source, "web", &PageRequest::first(50))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = history.events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, [id], "{source}");
+        let range = TimeRange {
+            from: at(2024, 1, 1, 0),
+            to: at(2024, 12, 1, 0),
+        };
+        let timeline = store
+            .events_between(source, range, &PageRequest::first(50))
+            .await
+            .unwrap();
+        assert!(!timeline.events.is_empty(), "{source}");
+        assert!(
+            timeline.events.iter().all(|e| e.source == source),
+            "{source}"
+        );
+    }
 }
 
 pub async fn foreign_cursors_are_refused<S: EventStore>(store: &S) {

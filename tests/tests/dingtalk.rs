@@ -268,12 +268,20 @@ async fn secrets_come_from_an_ssm_secure_string_read_once() {
     let handler = dingtalk_callback::build(store.clone(), &setup(&name))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_success_reply(
-        &handler
-            .handle(fixture_request("dingtalk-user-add-org.json"))
-            .await,
-    );
-    assert_eq!(scan_items(&store).await.len(), 1);
+    // Read once, at build: with the parameter gone, every request still verifies and decrypts.
+    aws_sdk_ssm::Client::new(&sdk)
+        .delete_parameter()
+        .name(&name)
+        .send()
+        .await
+        .unwrap();
+    for sample in [
+        "dingtalk-user-add-org.json",
+        "dingtalk-bpms-task-change.json",
+    ] {
+        assert_success_reply(&handler.handle(fixture_request(sample)).await);
+    }
+    assert_eq!(scan_items(&store).await.len(), 2);
 
     let missing = dingtalk_callback::build(store, &setup("/callback-hub/absent"))
         .await

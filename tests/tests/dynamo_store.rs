@@ -6,7 +6,7 @@ use hub_tests::{contract, fresh_store, ledger_contract, unreachable_store, Moto}
 
 #[tokio::test]
 async fn dynamodb_store_meets_the_contract() {
-    contract::run_all(&fresh_store("contract").await).await;
+    contract::run_all(|| fresh_store("contract")).await;
 }
 
 #[tokio::test]
@@ -59,5 +59,5 @@ async fn a_missing_table_is_a_failure_not_an_outage() {
 
 #[tokio::test]
 async fn memory_store_meets_the_same_contract() {
-    contract::run_all(&hub_core::store::memory::MemoryStore::new()).await;
+    contract::run_all(|| async { hub_core::store::memory::MemoryStore::new() }).await;
 }

@@ -12,7 +12,7 @@ fn database() -> std::path::PathBuf {
 
 #[tokio::test]
 async fn sqlite_store_meets_the_contract() {
-    contract::run_all(&SqliteStore::open(database()).unwrap()).await;
+    contract::run_all(|| async { SqliteStore::open(database()).unwrap() }).await;
 }
 
 #[tokio::test]
