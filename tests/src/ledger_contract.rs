@@ -56,6 +56,16 @@ pub async fn ledger_applies_changes_in_sequencer_order<L: MirrorLedger, S: Event
     assert!(store.mark_applied(&recreate).await.unwrap());
     // Objects do not share entries.
     assert_eq!(store.ledger_entry("bucket/other").await.unwrap(), None);
+    // Nor do the origins of one object: the mirror names token deliveries' entries
+    // `token#bucket/key`, so an older sequencer there is not superseded by the signed entry.
+    let token = ledger_claim(&format!("token#{object}"), "0001", "token", "copy");
+    assert_eq!(store.claim(&token).await.unwrap(), fresh);
+    assert!(store.mark_applied(&token).await.unwrap());
+    let entry = store.ledger_entry(object).await.unwrap().unwrap();
+    assert_eq!(
+        (entry.sequencer.as_str(), entry.event_id.as_str()),
+        ("0003", "recreate")
+    );
     // Ledger entries are not events.
     let page = events
         .events_about(Source::S3, object, &PageRequest::first(10))

@@ -29,14 +29,18 @@ struct Counting {
 }
 
 impl ObjectTransfer for Counting {
-    async fn copy(&self, bucket: &str, key: &str) -> Result<Copied, MirrorError> {
+    async fn copy(&self, bucket: &str, key: &str, target: &str) -> Result<Copied, MirrorError> {
         self.copies.fetch_add(1, Ordering::SeqCst);
-        self.inner.copy(bucket, key).await
+        self.inner.copy(bucket, key, target).await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), MirrorError> {
+    async fn delete(&self, target: &str) -> Result<(), MirrorError> {
         self.deletes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(key).await
+        self.inner.delete(target).await
+    }
+
+    async fn source_exists(&self, bucket: &str, key: &str) -> Result<bool, MirrorError> {
+        self.inner.source_exists(bucket, key).await
     }
 }
 
@@ -46,10 +50,12 @@ fn vars() -> HashMap<String, String> {
     fixture_vars("S3NotificationFunction")
 }
 
+/// The handler over `store`, mirroring with `transfer` the objects of the `sources` buckets.
 fn handler_with(
     store: DynamoStore,
     vars: &HashMap<String, String>,
     transfer: Option<S3Transfer>,
+    sources: &[&str],
 ) -> (Handler, Option<Arc<Counting>>) {
     let counting = transfer.map(|inner| {
         Arc::new(Counting {
@@ -66,7 +72,7 @@ fn handler_with(
         sns_verifier(vars, Arc::new(FakeFetcher::new())),
         counting
             .clone()
-            .map(|transfer| Mirror::new(transfer, ledger)),
+            .map(|transfer| Mirror::new(transfer, ledger, sources.iter().copied())),
     );
     (handler, counting)
 }
@@ -95,7 +101,14 @@ struct MirrorSetup {
     store: DynamoStore,
     s3: aws_sdk_s3::Client,
     source: String,
+    /// A second mirrored source bucket.
+    other_source: String,
     mirror: String,
+}
+
+/// The seconds VK's sequencers count, now.
+fn vk_now() -> u64 {
+    chrono::Utc::now().timestamp() as u64
 }
 
 /// Source and mirror buckets on moto, with the transfer `configure` builds.
@@ -103,18 +116,25 @@ async fn mirror_setup(configure: impl FnOnce(S3Transfer) -> S3Transfer) -> Mirro
     let store = fresh_store("s3").await;
     let s3 = moto_s3().await;
     let (source, mirror) = (bucket(&s3, "source").await, bucket(&s3, "mirror").await);
+    let other_source = bucket(&s3, "other").await;
     let transfer = configure(S3Transfer::new(
         s3.clone(),
         &mirror,
         SourceAccess::SameAccount,
     ));
-    let (handler, counting) = handler_with(store.clone(), &vars(), Some(transfer));
+    let (handler, counting) = handler_with(
+        store.clone(),
+        &vars(),
+        Some(transfer),
+        &[&source, &other_source],
+    );
     MirrorSetup {
         handler,
         counting: counting.unwrap(),
         store,
         s3,
         source,
+        other_source,
         mirror,
     }
 }
@@ -142,7 +162,47 @@ impl MirrorSetup {
             .unwrap();
     }
 
-    /// The mirror's copy of `key`: its bytes and ETag, if it exists.
+    /// Where the mirror keeps the source's `key`: under the source bucket's name.
+    fn backup_of(&self, key: &str) -> String {
+        format!("{}/{key}", self.source)
+    }
+
+    /// The mirror's copy of the source's `key`: its bytes and ETag, if it exists.
+    async fn backup(&self, key: &str) -> Option<(Vec<u8>, String)> {
+        self.mirrored(&self.backup_of(key)).await
+    }
+
+    /// A VK delivery (token, numeric sequencer) about the source bucket.
+    async fn deliver_vk(
+        &self,
+        key: &str,
+        event_name: &str,
+        sequencer: u64,
+        etag: &str,
+    ) -> (u16, Value) {
+        let mut record = vk_record(key, event_name, sequencer);
+        record["s3"]["bucket"]["name"] = json!(self.source);
+        record["s3"]["object"]["eTag"] = json!(etag);
+        let request = vk_request(&json!({"Records": [record]}), "r");
+        let response = self.handler.handle(request_from_json(&request)).await;
+        (response.status().as_u16(), body_json(&response))
+    }
+
+    /// An AWS S3 event of any bucket through SNS.
+    async fn deliver_in(
+        &self,
+        bucket: &str,
+        key: &str,
+        event_name: &str,
+        sequencer: &str,
+    ) -> (u16, Value) {
+        let message = json!({"Records": [aws_s3_record(bucket, key, event_name, sequencer, "2024-03-01T12:09:58.120Z")]});
+        let request = s3_sns_request(&message, &format!("msg-{bucket}-{key}-{sequencer}"), "r");
+        let response = self.handler.handle(request_from_json(&request)).await;
+        (response.status().as_u16(), body_json(&response))
+    }
+
+    /// The mirror's object `key` (a mirror key: `bucket/key`): its bytes and ETag, if it exists.
     async fn mirrored(&self, key: &str) -> Option<(Vec<u8>, String)> {
         let object = self
             .s3
@@ -198,7 +258,7 @@ async fn the_vk_handshake_reproduces_the_published_signature() {
         "S3_WEBHOOK_URL".into(),
         vector["url"].as_str().unwrap().into(),
     );
-    let (handler, _) = handler_with(store.clone(), &vars, None);
+    let (handler, _) = handler_with(store.clone(), &vars, None, &[]);
     let response = handler
         .handle(fixture_request("s3-vk-handshake.json"))
         .await;
@@ -214,6 +274,7 @@ async fn the_vk_handshake_reproduces_the_published_signature() {
         store.clone(),
         &hub_tests::fixture_vars("S3NotificationFunction"),
         None,
+        &[],
     );
     let response = handler
         .handle(fixture_request("s3-vk-handshake.json"))
@@ -234,7 +295,7 @@ async fn the_vk_handshake_reproduces_the_published_signature() {
 #[tokio::test]
 async fn vk_records_and_sns_events_are_stored_once_each() {
     let store = fresh_store("s3-events").await;
-    let (handler, _) = handler_with(store.clone(), &vars(), None);
+    let (handler, _) = handler_with(store.clone(), &vars(), None, &[]);
     for _ in 0..2 {
         for name in [
             "s3-vk-records.json",
@@ -276,7 +337,7 @@ async fn vk_records_and_sns_events_are_stored_once_each() {
 #[tokio::test]
 async fn one_changed_byte_in_a_signed_field_is_forbidden() {
     let store = fresh_store("s3-tamper").await;
-    let (handler, _) = handler_with(store.clone(), &vars(), None);
+    let (handler, _) = handler_with(store.clone(), &vars(), None, &[]);
     let original = fixture_json("s3-sns-object-created.json");
     let envelope: Value = serde_json::from_str(original["body"].as_str().unwrap()).unwrap();
     for field in ["Message", "MessageId", "Timestamp", "TopicArn", "Signature"] {
@@ -371,10 +432,7 @@ async fn create_then_delete_keeps_the_mirror_in_sync() {
             "copied",
         )
         .await;
-    assert_eq!(
-        setup.mirrored("docs/a.txt").await.unwrap().0,
-        b"hello world"
-    );
+    assert_eq!(setup.backup("docs/a.txt").await.unwrap().0, b"hello world");
 
     setup.delete_source("docs/a.txt").await;
     setup
@@ -385,7 +443,7 @@ async fn create_then_delete_keeps_the_mirror_in_sync() {
             "deleted",
         )
         .await;
-    assert_eq!(setup.mirrored("docs/a.txt").await, None);
+    assert_eq!(setup.backup("docs/a.txt").await, None);
     let entry = setup
         .store
         .mirror_ledger()
@@ -421,7 +479,7 @@ async fn a_delete_delivered_before_its_older_create_keeps_the_object_deleted() {
             "superseded",
         )
         .await;
-    assert_eq!(setup.mirrored("k.txt").await, None);
+    assert_eq!(setup.backup("k.txt").await, None);
     assert_eq!(setup.counting.copies.load(Ordering::SeqCst), 0);
     // Both events are stored all the same: the mirror's order never loses history.
     assert_eq!(setup.events().await, 2);
@@ -434,7 +492,7 @@ async fn keys_with_spaces_plus_signs_and_non_ascii_are_copied_exactly() {
     setup.put_source(key, b"%PDF-1.7".to_vec()).await;
     let (status, _) = setup.deliver(key, "ObjectCreated:Put", "0A").await;
     assert_eq!(status, 200);
-    assert_eq!(setup.mirrored(key).await.unwrap().0, b"%PDF-1.7");
+    assert_eq!(setup.backup(key).await.unwrap().0, b"%PDF-1.7");
     let listed = setup
         .s3
         .list_objects_v2()
@@ -443,7 +501,7 @@ async fn keys_with_spaces_plus_signs_and_non_ascii_are_copied_exactly() {
         .await
         .unwrap();
     let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
-    assert_eq!(keys, [key]);
+    assert_eq!(keys, [setup.backup_of(key)]);
 }
 
 #[tokio::test]
@@ -489,6 +547,7 @@ async fn a_20_mib_object_is_streamed_from_a_foreign_endpoint_one_part_at_a_time(
     let (source, mirror) = (bucket(&s3, "source").await, bucket(&s3, "mirror").await);
     let config = s3_notification::MirrorConfig {
         bucket: mirror.clone(),
+        sources: vec![source.clone()],
         source: Some(foreign),
         part_size: S3Transfer::MIN_PART_SIZE,
     };
@@ -497,13 +556,14 @@ async fn a_20_mib_object_is_streamed_from_a_foreign_endpoint_one_part_at_a_time(
         &moto.sdk_config().await,
         &[("AWS_ENDPOINT_URL", moto.endpoint())],
     );
-    let (handler, counting) = handler_with(store.clone(), &vars(), Some(transfer));
+    let (handler, counting) = handler_with(store.clone(), &vars(), Some(transfer), &[&source]);
     let setup = MirrorSetup {
         handler,
         counting: counting.unwrap(),
         store,
         s3,
         source,
+        other_source: String::new(),
         mirror,
     };
     let body = twenty_mib();
@@ -516,7 +576,7 @@ async fn a_20_mib_object_is_streamed_from_a_foreign_endpoint_one_part_at_a_time(
             "copied",
         )
         .await;
-    let (copied, etag) = setup.mirrored("big/video.bin").await.unwrap();
+    let (copied, etag) = setup.backup("big/video.bin").await.unwrap();
     assert!(copied == body, "the mirror holds the same 20 MiB");
     assert!(
         etag.trim_matches('"').ends_with("-4"),
@@ -542,7 +602,7 @@ async fn objects_beyond_the_single_copy_limit_are_copied_in_parts_server_side() 
     setup.put_source("big.bin", body.clone()).await;
     let (status, _) = setup.deliver("big.bin", "ObjectCreated:Put", "0D").await;
     assert_eq!(status, 200);
-    let (copied, etag) = setup.mirrored("big.bin").await.unwrap();
+    let (copied, etag) = setup.backup("big.bin").await.unwrap();
     assert!(copied == body);
     assert!(etag.trim_matches('"').ends_with("-4"), "{etag}");
     assert_eq!(
@@ -574,6 +634,7 @@ async fn an_unreachable_mirror_is_503_and_a_later_retry_succeeds() {
             &healthy.mirror,
             SourceAccess::SameAccount,
         )),
+        &[&healthy.source],
     );
     let encoded = "retry.txt";
     let message = json!({"Records": [aws_s3_record(&healthy.source, encoded, "ObjectCreated:Put", "0E", "2024-03-01T12:09:58.120Z")]});
@@ -587,7 +648,7 @@ async fn an_unreachable_mirror_is_503_and_a_later_retry_succeeds() {
         1,
         "the event is stored before the mirror is tried"
     );
-    assert_eq!(healthy.mirrored("retry.txt").await, None);
+    assert_eq!(healthy.backup("retry.txt").await, None);
 
     // SNS retries the same message; the mirror is back.
     let response = healthy.handler.handle(request_from_json(&request)).await;
@@ -595,32 +656,449 @@ async fn an_unreachable_mirror_is_503_and_a_later_retry_succeeds() {
     let reply = body_json(&response);
     assert_eq!(reply["records"][0]["outcome"], "duplicate");
     assert_eq!(reply["records"][0]["mirror"], "copied");
-    assert_eq!(
-        healthy.mirrored("retry.txt").await.unwrap().0,
-        b"eventually"
-    );
+    assert_eq!(healthy.backup("retry.txt").await.unwrap().0, b"eventually");
     assert_eq!(healthy.events().await, 1);
 }
 
 #[tokio::test]
 async fn vk_records_mirror_with_numeric_sequencers() {
     let setup = mirror_setup(|t| t).await;
-    // VK records (eventVersion 1.0, numeric sequencers) of bucket "bucketA": the delete is
-    // applied to the mirror, the older create after it is not.
-    let body =
-        json!({"Records": [vk_record("plain key.txt", "s3:ObjectRemoved:Delete", 1577453616)]});
-    let response = setup
-        .handler
-        .handle(request_from_json(&vk_request(&body, "r")))
+    let now = vk_now();
+    // VK records (eventVersion 1.0, numeric sequencers): the delete, which the source confirms,
+    // is applied to the mirror; the older create after it is not.
+    let (status, reply) = setup
+        .deliver_vk("plain key.txt", "s3:ObjectRemoved:Delete", now - 1, "")
         .await;
-    assert_eq!(response.status(), 200);
-    let stale =
-        json!({"Records": [vk_record("plain key.txt", "s3:ObjectCreated:Put", 1577453615)]});
-    let response = setup
-        .handler
-        .handle(request_from_json(&vk_request(&stale, "r")))
+    assert_eq!(status, 200);
+    assert_eq!(reply["records"][0]["mirror"], "deleted", "{reply}");
+    let (_, reply) = setup
+        .deliver_vk("plain key.txt", "s3:ObjectCreated:Put", now - 2, "e")
         .await;
-    assert_eq!(body_json(&response)["records"][0]["mirror"], "superseded");
+    assert_eq!(reply["records"][0]["mirror"], "superseded");
     assert_eq!(setup.counting.copies.load(Ordering::SeqCst), 0);
     assert_eq!(setup.counting.deletes.load(Ordering::SeqCst), 1);
+    let entry = setup
+        .store
+        .mirror_ledger()
+        .unwrap()
+        .ledger_entry(&format!("token#{}", setup.backup_of("plain key.txt")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((entry.action.as_str(), entry.applied), ("delete", true));
+}
+
+#[tokio::test]
+async fn two_vk_writes_within_one_second_are_two_events_and_the_backup_is_the_second() {
+    let setup = mirror_setup(|t| t).await;
+    let second = vk_now();
+    setup
+        .put_source("same-second.txt", b"version one".to_vec())
+        .await;
+    let (status, reply) = setup
+        .deliver_vk(
+            "same-second.txt",
+            "s3:ObjectCreated:Put",
+            second,
+            "etag-one",
+        )
+        .await;
+    assert_eq!(
+        (status, &reply["records"][0]["mirror"]),
+        (200, &json!("copied"))
+    );
+    setup
+        .put_source("same-second.txt", b"version two".to_vec())
+        .await;
+    let (status, reply) = setup
+        .deliver_vk(
+            "same-second.txt",
+            "s3:ObjectCreated:Put",
+            second,
+            "etag-two",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["records"][0]["outcome"], "stored", "{reply}");
+    assert_eq!(reply["records"][0]["mirror"], "copied", "{reply}");
+    assert_eq!(setup.events().await, 2, "both versions are in the history");
+    assert_eq!(
+        setup.backup("same-second.txt").await.unwrap().0,
+        b"version two"
+    );
+}
+
+#[tokio::test]
+async fn backups_of_one_key_in_two_buckets_stay_apart() {
+    let setup = mirror_setup(|t| t).await;
+    let other = &setup.other_source;
+    setup
+        .put_source("report.pdf", b"from the first".to_vec())
+        .await;
+    setup
+        .s3
+        .put_object()
+        .bucket(other)
+        .key("report.pdf")
+        .body(ByteStream::from(b"from the second".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = setup
+        .deliver_in(&setup.source, "report.pdf", "ObjectCreated:Put", "10")
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = setup
+        .deliver_in(other, "report.pdf", "ObjectCreated:Put", "10")
+        .await;
+    assert_eq!(status, 200);
+    setup
+        .s3
+        .delete_object()
+        .bucket(other)
+        .key("report.pdf")
+        .send()
+        .await
+        .unwrap();
+    let (_, reply) = setup
+        .deliver_in(other, "report.pdf", "ObjectRemoved:Delete", "11")
+        .await;
+    assert_eq!(reply["records"][0]["mirror"], "deleted", "{reply}");
+    assert_eq!(setup.mirrored(&format!("{other}/report.pdf")).await, None);
+    assert_eq!(
+        setup.backup("report.pdf").await.unwrap().0,
+        b"from the first",
+        "a removal in one bucket leaves the other's backup alone"
+    );
+}
+
+#[tokio::test]
+async fn buckets_off_the_allow_list_are_stored_but_never_copied() {
+    let setup = mirror_setup(|t| t).await;
+    // Readable with the function's credentials, but not a mirrored source.
+    let outside = bucket(&setup.s3, "outside").await;
+    setup
+        .s3
+        .put_object()
+        .bucket(&outside)
+        .key("secret.txt")
+        .body(ByteStream::from(b"not for the backup".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let (status, reply) = setup
+        .deliver_in(&outside, "secret.txt", "ObjectCreated:Put", "20")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["records"][0]["outcome"], "stored");
+    assert_eq!(
+        reply["records"][0]["mirror"], "bucket_not_allowed",
+        "{reply}"
+    );
+    assert_eq!(setup.counting.copies.load(Ordering::SeqCst), 0);
+    let listed = setup
+        .s3
+        .list_objects_v2()
+        .bucket(&setup.mirror)
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.contents().is_empty());
+    assert_eq!(setup.events().await, 1);
+}
+
+#[tokio::test]
+async fn a_vk_delete_keeps_the_backup_while_the_source_still_has_the_object() {
+    let setup = mirror_setup(|t| t).await;
+    let now = vk_now();
+    setup.put_source("keep.txt", b"precious".to_vec()).await;
+    setup
+        .deliver_vk("keep.txt", "s3:ObjectCreated:Put", now - 20, "e1")
+        .await;
+    // Anyone with the VK token can send this: the source says the object is still there.
+    let (status, reply) = setup
+        .deliver_vk("keep.txt", "s3:ObjectRemoved:Delete", now - 10, "")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["records"][0]["mirror"], "source_exists", "{reply}");
+    assert_eq!(setup.backup("keep.txt").await.unwrap().0, b"precious");
+    // Once the source has really lost it, the removal is applied.
+    setup.delete_source("keep.txt").await;
+    let (_, reply) = setup
+        .deliver_vk("keep.txt", "s3:ObjectRemoved:Delete", now - 5, "")
+        .await;
+    assert_eq!(reply["records"][0]["mirror"], "deleted", "{reply}");
+    assert_eq!(setup.backup("keep.txt").await, None);
+}
+
+#[tokio::test]
+async fn signed_and_token_deliveries_cannot_block_each_other() {
+    let setup = mirror_setup(|t| t).await;
+    let now = vk_now();
+    // A signed change with a high sequencer does not make later VK changes "superseded".
+    setup.put_source("a.txt", b"one".to_vec()).await;
+    setup
+        .expect_mirror(
+            "a.txt",
+            "ObjectCreated:Put",
+            "FFFFFFFFFFFFFFFFFFFF",
+            "copied",
+        )
+        .await;
+    setup.put_source("a.txt", b"two".to_vec()).await;
+    let (status, reply) = setup
+        .deliver_vk("a.txt", "s3:ObjectCreated:Put", now, "e2")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["records"][0]["mirror"], "copied", "{reply}");
+    assert_eq!(setup.backup("a.txt").await.unwrap().0, b"two");
+
+    // A token holder cannot park an absurd sequencer in front of the signed changes.
+    let (status, _) = setup
+        .deliver_vk("b.txt", "s3:ObjectRemoved:Delete", u64::MAX, "")
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = setup
+        .deliver_vk("b.txt", "s3:ObjectRemoved:Delete", now + 3600, "")
+        .await;
+    assert_eq!(status, 400);
+    // Nor a plausible one: it orders VK's changes only.
+    setup
+        .deliver_vk("b.txt", "s3:ObjectRemoved:Delete", now + 120, "")
+        .await;
+    setup.put_source("b.txt", b"signed".to_vec()).await;
+    setup
+        .expect_mirror("b.txt", "ObjectCreated:Put", "0055AED6DCD90281E5", "copied")
+        .await;
+    assert_eq!(setup.backup("b.txt").await.unwrap().0, b"signed");
+}
+
+#[tokio::test]
+async fn permanent_s3_failures_are_stored_reported_failed_and_acknowledged() {
+    let setup = mirror_setup(|t| t).await;
+    // An object in Glacier cannot be copied until it is restored: a retry cannot help.
+    setup
+        .s3
+        .put_object()
+        .bucket(&setup.source)
+        .key("cold.bin")
+        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+        .body(ByteStream::from(b"archived".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let (status, reply) = setup.deliver("cold.bin", "ObjectCreated:Put", "30").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["records"][0]["outcome"], "stored");
+    assert_eq!(reply["records"][0]["mirror"], "failed", "{reply}");
+    assert_eq!(setup.events().await, 1);
+
+    // A mirror bucket that does not exist.
+    let missing = unique_name("no-such-mirror");
+    let (gone, _) = handler_with(
+        setup.store.clone(),
+        &vars(),
+        Some(S3Transfer::new(
+            setup.s3.clone(),
+            &missing,
+            SourceAccess::SameAccount,
+        )),
+        &[&setup.source],
+    );
+    setup.put_source("warm.txt", b"fine".to_vec()).await;
+    let message = json!({"Records": [aws_s3_record(&setup.source, "warm.txt", "ObjectCreated:Put", "31", "2024-03-01T12:09:58.120Z")]});
+    let response = gone
+        .handle(request_from_json(&s3_sns_request(
+            &message,
+            "msg-missing-mirror",
+            "r",
+        )))
+        .await;
+    assert_eq!(response.status(), 200);
+    let reply = body_json(&response);
+    assert_eq!(reply["records"][0]["mirror"], "failed", "{reply}");
+    assert_eq!(setup.events().await, 2);
+}
+
+/// `template.yaml`, parsed.
+fn template() -> serde_norway::Value {
+    let text = std::fs::read_to_string(hub_tests::repo_root().join("template.yaml")).unwrap();
+    serde_norway::from_str(&text).unwrap()
+}
+
+/// A value without its CloudFormation tag (`!Ref X` is `X`).
+fn untagged(value: &serde_norway::Value) -> &serde_norway::Value {
+    match value {
+        serde_norway::Value::Tagged(tagged) => &tagged.value,
+        other => other,
+    }
+}
+
+#[test]
+fn the_template_gives_the_s3_secrets_as_ssm_parameters_readable_by_this_function_only() {
+    let template = template();
+    let function = &template["Resources"]["S3NotificationFunction"]["Properties"];
+    let env = function["Environment"]["Variables"].as_mapping().unwrap();
+    let names: Vec<&str> = env.keys().filter_map(|k| k.as_str()).collect();
+    for secret in [
+        "S3_WEBHOOK_TOKEN",
+        "S3_WEBHOOK_URL",
+        "MIRROR_SOURCE_SECRET_ACCESS_KEY",
+    ] {
+        assert!(
+            !names.contains(&secret),
+            "{secret} is readable in the function's configuration"
+        );
+        let variable = format!("{secret}_PARAMETER");
+        let parameter = untagged(&env[variable.as_str()])
+            .as_str()
+            .unwrap_or_else(|| panic!("{variable} is not set from a parameter"))
+            .to_owned();
+        assert!(
+            template["Parameters"][parameter.as_str()].is_mapping(),
+            "{parameter}"
+        );
+        let policies = serde_norway::to_string(&function["Policies"]).unwrap();
+        assert!(
+            policies.contains(&format!(":parameter${{{parameter}}}")),
+            "ssm:GetParameter on exactly {parameter}: {policies}"
+        );
+    }
+    let policies = serde_norway::to_string(&function["Policies"]).unwrap();
+    assert!(policies.contains("ssm:GetParameter"));
+    assert!(!policies.contains("parameter/*") && !policies.contains(":parameter*"));
+    assert_eq!(
+        untagged(&env["MIRROR_SOURCE_BUCKETS"]).as_str(),
+        Some("MirrorSourceBuckets")
+    );
+}
+
+#[test]
+fn the_template_counts_permanent_mirror_failures_and_alarms_on_them() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let of_type = |kind: &'static str| {
+        resources
+            .values()
+            .filter(move |r| r["Type"].as_str() == Some(kind))
+            .map(|r| &r["Properties"])
+    };
+    let filter = of_type("AWS::Logs::MetricFilter")
+        .find(|p| untagged(&p["LogGroupName"]).as_str() == Some("S3NotificationLogs"))
+        .expect("a metric filter on the s3-notification log group");
+    let pattern = filter["FilterPattern"].as_str().unwrap();
+    // The very line the handler logs (its JSON `message`, at level ERROR).
+    let message = s3_notification::handler::MIRROR_FAILED_LOG;
+    assert!(
+        pattern.contains(&format!("$.message = \"{message}\"")),
+        "{pattern}"
+    );
+    assert!(pattern.contains("$.level = \"ERROR\""), "{pattern}");
+    let metric = &filter["MetricTransformations"][0];
+    assert_eq!(metric["MetricNamespace"].as_str(), Some("CallbackHub"));
+    assert_eq!(metric["MetricName"].as_str(), Some("MirrorFailed"));
+    let alarm = of_type("AWS::CloudWatch::Alarm")
+        .find(|p| {
+            p["Namespace"].as_str() == Some("CallbackHub")
+                && p["MetricName"].as_str() == Some("MirrorFailed")
+        })
+        .expect("an alarm on MirrorFailed");
+    assert_eq!(alarm["Threshold"].as_u64(), Some(1));
+}
+
+#[tokio::test]
+async fn build_reads_every_secret_from_ssm_and_mirrors_only_the_listed_buckets() {
+    use hub_core::aws::LazyAws;
+    use hub_core::setup::Setup;
+    use hub_tests::fixtures::{s3_webhook_url, S3_WEBHOOK_TOKEN};
+    let moto = Moto::shared();
+    let sdk = moto.sdk_config().await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let prefix = format!("/callback-hub/{}", unique_name("s3"));
+    for (name, value) in [
+        ("token", S3_WEBHOOK_TOKEN.to_owned()),
+        ("url", s3_webhook_url()),
+        ("source-secret", "vk-secret".to_owned()),
+    ] {
+        ssm.put_parameter()
+            .name(format!("{prefix}/{name}"))
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .value(value)
+            .send()
+            .await
+            .unwrap();
+    }
+    let s3 = moto_s3().await;
+    let (source, mirror) = (bucket(&s3, "source").await, bucket(&s3, "mirror").await);
+    let outside = bucket(&s3, "outside").await;
+    for bucket in [&source, &outside] {
+        s3.put_object()
+            .bucket(bucket)
+            .key("k.txt")
+            .body(ByteStream::from(b"data".to_vec()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let setup = |token_parameter: String| {
+        let vars: HashMap<String, String> = [
+            ("S3_WEBHOOK_TOKEN_PARAMETER", token_parameter),
+            ("S3_WEBHOOK_URL_PARAMETER", format!("{prefix}/url")),
+            (
+                "MIRROR_SOURCE_SECRET_ACCESS_KEY_PARAMETER",
+                format!("{prefix}/source-secret"),
+            ),
+            ("MIRROR_BUCKET", mirror.clone()),
+            ("MIRROR_SOURCE_BUCKETS", source.clone()),
+            // The sources are "elsewhere" (moto again), so the secret key is really used.
+            ("MIRROR_SOURCE_ENDPOINT", moto.endpoint().to_owned()),
+            ("MIRROR_SOURCE_ACCESS_KEY_ID", "vk-access-key".to_owned()),
+            ("AWS_ENDPOINT_URL", moto.endpoint().to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Setup::new(vars, LazyAws::ready(sdk.clone())).unwrap()
+    };
+    let store = fresh_store("s3-build").await;
+    let handler = s3_notification::build(store.clone(), &setup(format!("{prefix}/token")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The handshake is signed over the URL from SSM, and the token from SSM admits it.
+    let response = handler
+        .handle(fixture_request("s3-vk-handshake.json"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let vector: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            hub_tests::repo_root().join("functions/s3-notification/tests/fixtures/vk-s3.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let expected = s3_notification::vk::handshake_signature(
+        vector["request_body"]["Token"].as_str().unwrap(),
+        vector["request_body"]["Timestamp"].as_str().unwrap(),
+        vector["request_body"]["TopicArn"].as_str().unwrap(),
+        &s3_webhook_url(),
+    );
+    assert_eq!(body_json(&response)["signature"], expected);
+    for (bucket, expected) in [(&source, "copied"), (&outside, "bucket_not_allowed")] {
+        let mut record = vk_record("k.txt", "s3:ObjectCreated:Put", vk_now());
+        record["s3"]["bucket"]["name"] = json!(bucket);
+        let request = vk_request(&json!({"Records": [record]}), "r");
+        let response = handler.handle(request_from_json(&request)).await;
+        assert_eq!(response.status(), 200);
+        let reply = body_json(&response);
+        assert_eq!(reply["records"][0]["mirror"], expected, "{bucket}: {reply}");
+    }
+    let listed = s3.list_objects_v2().bucket(&mirror).send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, [format!("{source}/k.txt")]);
+
+    let missing = s3_notification::build(store, &setup(format!("{prefix}/absent")))
+        .await
+        .err()
+        .expect("an absent parameter stops the start");
+    assert_eq!(missing.variable(), "S3_WEBHOOK_TOKEN_PARAMETER");
 }

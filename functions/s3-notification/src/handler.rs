@@ -1,7 +1,7 @@
 //! `POST /s3`: the VK handshake, VK records, and SNS envelopes carrying AWS S3 events.
 
 use crate::ledger::MirrorLedger;
-use crate::mirror::{Mirror, MirrorError, MirrorOutcome, ObjectTransfer};
+use crate::mirror::{Mirror, MirrorError, MirrorOutcome, ObjectTransfer, Origin};
 use crate::records::{self, ObjectRecord, S3Notification, TestEvent};
 use crate::vk::VkHandshake;
 use crate::S3Config;
@@ -15,6 +15,10 @@ use hub_core::store::{EventWriter, PutOutcome};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Map, Value};
 use sns::{Received, SnsVerifier};
+
+/// The message of the error line logged when S3 refuses a mirror change for good: the template's
+/// `MirrorFailed` metric filter counts these lines, and an alarm watches the metric.
+pub const MIRROR_FAILED_LOG: &str = "mirror failed permanently";
 
 pub struct S3Handler<S, C, F, T, L> {
     store: S,
@@ -113,7 +117,7 @@ where
     ) -> Result<Response<Body>, ApiError> {
         let notification =
             records::parse_object(object).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        self.accept(notification).await
+        self.accept(notification, Origin::Token).await
     }
 
     /// The signature and the topic allow-list authenticate SNS; no token is involved.
@@ -134,13 +138,17 @@ where
         };
         let notification = records::parse(message.message.as_bytes())
             .map_err(|e| ApiError::bad_request(format!("SNS message: {e}")))?;
-        self.accept(notification).await
+        self.accept(notification, Origin::Signed).await
     }
 
-    async fn accept(&self, notification: S3Notification) -> Result<Response<Body>, ApiError> {
+    async fn accept(
+        &self,
+        notification: S3Notification,
+        origin: Origin,
+    ) -> Result<Response<Body>, ApiError> {
         match notification {
             S3Notification::Test(test) => self.store_test_event(test).await,
-            S3Notification::Records(records) => self.store_records(&records).await,
+            S3Notification::Records(records) => self.store_records(&records, origin).await,
         }
     }
 
@@ -167,8 +175,21 @@ where
 
     /// Every record is stored before anything is mirrored, so that a mirror failure (503) never
     /// loses an event: the retry finds the events stored and only redoes the mirroring.
-    async fn store_records(&self, records: &[ObjectRecord]) -> Result<Response<Body>, ApiError> {
+    async fn store_records(
+        &self,
+        records: &[ObjectRecord],
+        origin: Origin,
+    ) -> Result<Response<Body>, ApiError> {
         let received_at = self.clock.now();
+        // Checked before anything is stored: a sequencer far ahead of the clock would hold back
+        // every real change until then (VK's are seconds, docs/protocols.md §2.1).
+        for (index, record) in records.iter().enumerate() {
+            if let Some(sequencer) = &record.sequencer {
+                sequencer
+                    .check_plausible(received_at)
+                    .map_err(|reason| ApiError::bad_request(format!("record {index}: {reason}")))?;
+            }
+        }
         let mut results = Vec::with_capacity(records.len());
         for record in records {
             let event = Event::new(
@@ -185,7 +206,23 @@ where
         }
         if let Some(mirror) = &self.mirror {
             for (record, (event_id, _, mirrored)) in records.iter().zip(results.iter_mut()) {
-                let outcome = mirror.apply(record, event_id).await.map_err(mirror_error)?;
+                let outcome = match mirror.apply(record, event_id, origin).await {
+                    Ok(outcome) => outcome,
+                    // A retry cannot change S3's answer: the event is stored, the reply says
+                    // `failed`, and the error line is what the MirrorFailed alarm counts.
+                    Err(MirrorError::Refused(detail)) => {
+                        tracing::error!(
+                            bucket = %record.bucket,
+                            event_id = %event_id,
+                            origin = origin.as_str(),
+                            error = %detail,
+                            "{}",
+                            MIRROR_FAILED_LOG
+                        );
+                        MirrorOutcome::Failed
+                    }
+                    Err(err) => return Err(mirror_error(err)),
+                };
                 *mirrored = Some(outcome);
             }
         }
@@ -243,10 +280,11 @@ fn outcome_str(outcome: PutOutcome) -> &'static str {
     }
 }
 
+/// The failures a retry may clear: the sender is told to come back (503).
 fn mirror_error(err: MirrorError) -> ApiError {
     match err {
         MirrorError::Ledger(store) => store.into(),
-        MirrorError::Transfer(detail) => {
+        MirrorError::Transfer(detail) | MirrorError::Refused(detail) => {
             tracing::warn!(error = %detail, "mirror transfer failed");
             ApiError::Unavailable("mirror bucket unavailable, retry later".into())
         }
@@ -286,7 +324,13 @@ mod tests {
             FixedClock::at(hub_core::event::parse_time("2024-05-01T10:00:00Z").unwrap()),
             config,
             sns,
-            mirror.then(|| Mirror::new(Arc::new(MemoryTransfer::default()), MemoryLedger::new())),
+            mirror.then(|| {
+                Mirror::new(
+                    Arc::new(MemoryTransfer::default()),
+                    MemoryLedger::new(),
+                    ["bucketA", "bucketB"],
+                )
+            }),
         )
     }
 
@@ -369,7 +413,257 @@ mod tests {
         let (status, reply) = call(&handler, post(&uri, &body)).await;
         assert_eq!(status, 200);
         assert_eq!(reply["records"][0]["mirror"], "copied");
-        assert_eq!(transfer.mirrored("k").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(transfer.mirrored("bucketA/k").as_deref(), Some(&b"abc"[..]));
+    }
+
+    /// A VK record with the fields a real delivery carries (`docs/protocols.md` §2.1).
+    fn vk_record(bucket: &str, key: &str, name: &str, sequencer: Value, etag: &str) -> Value {
+        json!({"eventVersion": "1.0", "eventName": name, "eventSource": "aws:s3",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 2, "eTag": etag,
+            "sequencer": sequencer}}})
+    }
+
+    async fn deliver(handler: &TestHandler, records: &[Value]) -> (u16, Value) {
+        let body = json!({ "Records": records }).to_string();
+        call(handler, post(&format!("/s3?token={TOKEN}"), &body)).await
+    }
+
+    /// `2024-05-01T10:00:00Z`, the handlers' clock, as a VK sequencer (seconds).
+    const NOW: u64 = 1714557600;
+
+    #[tokio::test]
+    async fn two_versions_written_within_one_second_are_two_events_and_the_newer_is_mirrored() {
+        let handler = handler(true);
+        let transfer = handler.mirror().unwrap().transfer().clone();
+        let put = "s3:ObjectCreated:Put";
+        transfer.put_source("bucketA", "k", b"v1");
+        let first = vk_record("bucketA", "k", put, json!(NOW), "e1");
+        let (status, reply) = deliver(&handler, std::slice::from_ref(&first)).await;
+        assert_eq!(
+            (status, &reply["records"][0]["mirror"]),
+            (200, &json!("copied"))
+        );
+        // The same second, another version: VK's sequencer cannot tell them apart.
+        transfer.put_source("bucketA", "k", b"v2");
+        let second = vk_record("bucketA", "k", put, json!(NOW), "e2");
+        let (status, reply) = deliver(&handler, &[second]).await;
+        assert_eq!(status, 200);
+        assert_eq!(reply["records"][0]["outcome"], "stored", "{reply}");
+        assert_ne!(reply["records"][0]["mirror"], "already_applied", "{reply}");
+        assert_eq!(handler.store().len(), 2);
+        assert_eq!(transfer.mirrored("bucketA/k").as_deref(), Some(&b"v2"[..]));
+        // A retry of the first is still the first event, and cannot bring v1 back.
+        let (_, reply) = deliver(&handler, &[first]).await;
+        assert_eq!(reply["records"][0]["outcome"], "duplicate");
+        assert_eq!(handler.store().len(), 2);
+        assert_eq!(transfer.mirrored("bucketA/k").as_deref(), Some(&b"v2"[..]));
+    }
+
+    #[tokio::test]
+    async fn buckets_never_share_a_mirror_object() {
+        let handler = handler(true);
+        let transfer = handler.mirror().unwrap().transfer().clone();
+        transfer.put_source("bucketA", "report.pdf", b"a");
+        transfer.put_source("bucketB", "report.pdf", b"b");
+        let put = "s3:ObjectCreated:Put";
+        for bucket in ["bucketA", "bucketB"] {
+            let record = vk_record(bucket, "report.pdf", put, json!(NOW - 10), "e");
+            assert_eq!(deliver(&handler, &[record]).await.0, 200);
+        }
+        assert_eq!(
+            transfer.mirrored("bucketA/report.pdf").as_deref(),
+            Some(&b"a"[..])
+        );
+        assert_eq!(
+            transfer.mirrored("bucketB/report.pdf").as_deref(),
+            Some(&b"b"[..])
+        );
+        // A removal in one bucket leaves the other's backup alone.
+        transfer.remove_source("bucketB", "report.pdf");
+        let delete = vk_record(
+            "bucketB",
+            "report.pdf",
+            "s3:ObjectRemoved:Delete",
+            json!(NOW - 5),
+            "",
+        );
+        let (_, reply) = deliver(&handler, &[delete]).await;
+        assert_eq!(reply["records"][0]["mirror"], "deleted", "{reply}");
+        assert_eq!(transfer.mirrored("bucketB/report.pdf"), None);
+        assert_eq!(
+            transfer.mirrored("bucketA/report.pdf").as_deref(),
+            Some(&b"a"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn records_of_buckets_off_the_allow_list_are_stored_but_never_mirrored() {
+        let handler = handler(true);
+        let transfer = handler.mirror().unwrap().transfer().clone();
+        transfer.put_source("payroll", "salaries.csv", b"secret");
+        let record = vk_record(
+            "payroll",
+            "salaries.csv",
+            "s3:ObjectCreated:Put",
+            json!(NOW),
+            "e",
+        );
+        let (status, reply) = deliver(&handler, &[record]).await;
+        assert_eq!(status, 200);
+        assert_eq!(reply["records"][0]["outcome"], "stored");
+        assert_eq!(
+            reply["records"][0]["mirror"], "bucket_not_allowed",
+            "{reply}"
+        );
+        assert!(transfer.calls().is_empty(), "{:?}", transfer.calls());
+        assert_eq!(handler.store().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_delete_removes_the_backup_only_when_the_source_has_no_object() {
+        let handler = handler(true);
+        let transfer = handler.mirror().unwrap().transfer().clone();
+        transfer.put_source("bucketA", "k", b"keep me");
+        let create = vk_record("bucketA", "k", "s3:ObjectCreated:Put", json!(NOW - 60), "e");
+        deliver(&handler, &[create]).await;
+        // A forged (or stale) removal: the source still has the object.
+        let delete = vk_record(
+            "bucketA",
+            "k",
+            "s3:ObjectRemoved:Delete",
+            json!(NOW - 30),
+            "",
+        );
+        let (status, reply) = deliver(&handler, &[delete]).await;
+        assert_eq!(status, 200);
+        assert_eq!(reply["records"][0]["mirror"], "source_exists", "{reply}");
+        assert_eq!(
+            transfer.mirrored("bucketA/k").as_deref(),
+            Some(&b"keep me"[..])
+        );
+        // The real removal, confirmed by the source, is applied.
+        transfer.remove_source("bucketA", "k");
+        let delete = vk_record(
+            "bucketA",
+            "k",
+            "s3:ObjectRemoved:Delete",
+            json!(NOW - 20),
+            "",
+        );
+        let (_, reply) = deliver(&handler, &[delete]).await;
+        assert_eq!(reply["records"][0]["mirror"], "deleted", "{reply}");
+        assert_eq!(transfer.mirrored("bucketA/k"), None);
+    }
+
+    #[tokio::test]
+    async fn implausible_sequencers_are_refused_and_nothing_is_stored() {
+        let handler = handler(true);
+        let put = "s3:ObjectCreated:Put";
+        for sequencer in [
+            json!(u64::MAX),
+            json!(NOW + 3600),
+            json!("F".repeat(64)),
+            json!("0".repeat(33)),
+        ] {
+            let record = vk_record("bucketA", "k", put, sequencer.clone(), "e");
+            let (status, reply) = deliver(&handler, &[record]).await;
+            assert_eq!(
+                (status, &reply["error"]),
+                (400, &json!("bad_request")),
+                "{sequencer}"
+            );
+        }
+        assert!(handler.store().is_empty());
+        // A sender's clock a little ahead of ours is fine.
+        let record = vk_record("bucketA", "k", put, json!(NOW + 60), "e");
+        assert_eq!(deliver(&handler, &[record]).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn a_hex_sequencer_behind_the_token_cannot_block_later_changes() {
+        let handler = handler(true);
+        let transfer = handler.mirror().unwrap().transfer().clone();
+        transfer.put_source("bucketA", "k", b"v1");
+        // The token also admits AWS-dialect bodies, whose hex sequencer nothing vouches for.
+        let forged = json!({"eventVersion": "2.1", "eventName": "ObjectRemoved:Delete",
+            "s3": {"bucket": {"name": "bucketA"}, "object": {"key": "k", "sequencer": "FFFFFFFFFFFFFFFFFFFF"}}});
+        assert_eq!(deliver(&handler, &[forged]).await.0, 200);
+        assert_eq!(transfer.mirrored("bucketA/k").as_deref(), Some(&b"v1"[..]));
+        transfer.put_source("bucketA", "k", b"v2");
+        let real = vk_record("bucketA", "k", "s3:ObjectCreated:Put", json!(NOW), "e2");
+        let (_, reply) = deliver(&handler, &[real]).await;
+        assert_eq!(reply["records"][0]["mirror"], "copied", "{reply}");
+        assert_eq!(transfer.mirrored("bucketA/k").as_deref(), Some(&b"v2"[..]));
+    }
+
+    /// Log lines as the functions write them (`hub_core::telemetry`: JSON, fields flattened).
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_is_stored_answered_failed_and_logged_for_the_alarm() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let handler = handler(true);
+        let transfer = handler.mirror().unwrap().transfer().clone();
+        transfer.put_source("bucketA", "payroll/q1.csv", b"abc");
+        transfer.set_refusing(true);
+        let record = vk_record(
+            "bucketA",
+            "payroll/q1.csv",
+            "s3:ObjectCreated:Put",
+            json!(NOW),
+            "e",
+        );
+        let (status, reply) = deliver(&handler, &[record]).await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["records"][0]["outcome"], "stored");
+        assert_eq!(reply["records"][0]["mirror"], "failed");
+        assert_eq!(handler.store().len(), 1);
+        let text = captured.text();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let failed = lines
+            .iter()
+            .find(|line| line["message"] == MIRROR_FAILED_LOG)
+            .unwrap_or_else(|| panic!("no error line: {text}"));
+        assert_eq!(failed["level"], "ERROR");
+        assert_eq!(failed["bucket"], "bucketA");
+        assert_eq!(failed["event_id"], reply["records"][0]["event_id"]);
+        assert!(
+            !text.contains("payroll"),
+            "keys and payloads stay out of the logs: {text}"
+        );
+
+        // An outage is still one a retry can clear: 503.
+        transfer.set_refusing(false);
+        transfer.set_failing(true);
+        let record = vk_record("bucketA", "other", "s3:ObjectCreated:Put", json!(NOW), "e");
+        assert_eq!(deliver(&handler, &[record]).await.0, 503);
     }
 
     #[tokio::test]
@@ -388,11 +682,13 @@ mod tests {
             400
         );
         assert_eq!(call(&handler, post(&uri, r#"{"hello": 1}"#)).await.0, 400);
-        // A signed-looking SNS envelope from no allowed topic: forbidden, never parsed further.
+        // Without our token a request can only be SNS: a signed-looking envelope from no allowed
+        // topic is forbidden, never parsed further. With our token it is VK, and not records.
         let sns = json!({"Type": "Notification", "MessageId": "m", "TopicArn": "arn:aws:sns:us-east-1:1:t",
             "Message": records, "Timestamp": "2024-05-01T10:00:00.000Z", "SignatureVersion": "1",
             "Signature": "c2ln", "SigningCertURL": "https://sns.us-east-1.amazonaws.com/x.pem"});
-        assert_eq!(call(&handler, post(&uri, &sns.to_string())).await.0, 403);
+        assert_eq!(call(&handler, post("/s3", &sns.to_string())).await.0, 403);
+        assert_eq!(call(&handler, post(&uri, &sns.to_string())).await.0, 400);
         let get = http::Request::builder()
             .method("GET")
             .uri(&uri)

@@ -9,7 +9,7 @@ pub mod transfer;
 pub mod vk;
 
 pub use handler::S3Handler;
-pub use mirror::Mirror;
+pub use mirror::{Mirror, Origin};
 pub use transfer::{S3Transfer, SourceAccess};
 
 use hub_core::certs::HttpsFetcher;
@@ -86,6 +86,10 @@ pub struct ForeignSource {
 pub struct MirrorConfig {
     /// `MIRROR_BUCKET`.
     pub bucket: String,
+    /// `MIRROR_SOURCE_BUCKETS` (required with a mirror): the only buckets mirrored. Records of
+    /// other buckets are stored, never copied: a sender (a VK token holder, say) must not be
+    /// able to have any bucket the credentials can read copied into the backup.
+    pub sources: Vec<String>,
     /// `MIRROR_SOURCE_ENDPOINT` and its credentials; `None` reads sources with the function's role.
     pub source: Option<ForeignSource>,
     /// `MIRROR_PART_SIZE_MIB` (default 8, at least 5): the part size of multipart copies, and so
@@ -149,6 +153,16 @@ fn mirror_from_vars(
     let Some(bucket) = vars.get("MIRROR_BUCKET") else {
         return Ok(None);
     };
+    let sources = vars.list("MIRROR_SOURCE_BUCKETS");
+    if sources.is_empty() {
+        return Err(ConfigError::Missing("MIRROR_SOURCE_BUCKETS"));
+    }
+    if let Some(bad) = sources.iter().find(|b| b.contains('/')) {
+        return Err(ConfigError::Invalid {
+            name: "MIRROR_SOURCE_BUCKETS",
+            reason: format!("{bad:?} is not a bucket name"),
+        });
+    }
     let part_mib: u64 = vars.parsed_or("MIRROR_PART_SIZE_MIB", 8)?;
     if !(5..=512).contains(&part_mib) {
         return Err(ConfigError::Invalid {
@@ -170,6 +184,7 @@ fn mirror_from_vars(
     };
     Ok(Some(MirrorConfig {
         bucket,
+        sources,
         source,
         part_size: part_mib * 1024 * 1024,
     }))
@@ -257,6 +272,7 @@ pub async fn build<S: EventWriter + LedgerSource>(
         Some(mirror) => Some(Mirror::new(
             transfer_from(mirror, setup.sdk().await?, setup),
             store.mirror_ledger()?,
+            mirror.sources.iter().cloned(),
         )),
     };
     let sns = SnsVerifier::from_vars(setup, setup.certificates()?);
@@ -293,14 +309,41 @@ mod tests {
     }
 
     #[test]
+    fn a_mirror_names_the_buckets_it_mirrors() {
+        let unlisted = S3Config::from_vars(&[("S3_WEBHOOK_TOKEN", "t"), ("MIRROR_BUCKET", "b")]);
+        assert_eq!(
+            unlisted.unwrap_err(),
+            ConfigError::Missing("MIRROR_SOURCE_BUCKETS")
+        );
+        let listed = S3Config::from_vars(&[
+            ("S3_WEBHOOK_TOKEN", "t"),
+            ("MIRROR_BUCKET", "b"),
+            ("MIRROR_SOURCE_BUCKETS", " photos, ,reports "),
+        ])
+        .unwrap();
+        assert_eq!(listed.mirror.unwrap().sources, ["photos", "reports"]);
+        let path = S3Config::from_vars(&[
+            ("S3_WEBHOOK_TOKEN", "t"),
+            ("MIRROR_BUCKET", "b"),
+            ("MIRROR_SOURCE_BUCKETS", "photos/2024"),
+        ]);
+        assert_eq!(path.unwrap_err().variable(), "MIRROR_SOURCE_BUCKETS");
+    }
+
+    #[test]
     fn a_foreign_source_needs_its_credentials() {
-        let base = [("S3_WEBHOOK_TOKEN", "t"), ("MIRROR_BUCKET", "backup")];
+        let base = [
+            ("S3_WEBHOOK_TOKEN", "t"),
+            ("MIRROR_BUCKET", "backup"),
+            ("MIRROR_SOURCE_BUCKETS", "photos"),
+        ];
         let same = S3Config::from_vars(&base).unwrap().mirror.unwrap();
         assert_eq!((same.bucket.as_str(), same.part_size), ("backup", 8 << 20));
         assert!(same.source.is_none());
         let missing = S3Config::from_vars(&[
             base[0],
             base[1],
+            base[2],
             ("MIRROR_SOURCE_ENDPOINT", "https://hb.ru-msk.vkcs.cloud"),
             ("MIRROR_SOURCE_ACCESS_KEY_ID", "AKID"),
         ])
@@ -312,6 +355,7 @@ mod tests {
         let foreign = S3Config::from_vars(&[
             base[0],
             base[1],
+            base[2],
             ("MIRROR_SOURCE_ENDPOINT", "https://hb.ru-msk.vkcs.cloud"),
             ("MIRROR_SOURCE_ACCESS_KEY_ID", "AKID"),
             ("MIRROR_SOURCE_SECRET_ACCESS_KEY", "SECRET"),
@@ -323,7 +367,7 @@ mod tests {
         .unwrap();
         assert_eq!(foreign.part_size, 16 << 20);
         assert_eq!(foreign.source.unwrap().region, "ru-msk");
-        let tiny = S3Config::from_vars(&[base[0], base[1], ("MIRROR_PART_SIZE_MIB", "1")]);
+        let tiny = S3Config::from_vars(&[base[0], base[1], base[2], ("MIRROR_PART_SIZE_MIB", "1")]);
         assert_eq!(tiny.unwrap_err().variable(), "MIRROR_PART_SIZE_MIB");
     }
 }

@@ -19,36 +19,89 @@ pub enum RecordError {
 }
 
 /// A sequencer, normalized so that comparing the strings compares the events. AWS gives hex
-/// strings of varying length (compare after right-padding with `0`); VK gives a number.
+/// strings of varying length (compare after right-padding with `0`); VK gives a number
+/// (`docs/protocols.md` §2.1–2.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sequencer(String);
+pub struct Sequencer {
+    normalized: String,
+    form: SequencerForm,
+}
+
+/// What a sequencer is, as far as anyone can check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequencerForm {
+    /// VK: whole seconds since the epoch (§2.1), so it can be compared with a clock.
+    Seconds(u64),
+    /// AWS: opaque hex (§2.2), meaningful only against other sequencers of the same key.
+    Hex,
+}
 
 impl Sequencer {
-    /// Wider than any sequencer S3 has used (16 to 18 digits), so padding never truncates.
+    /// The normalized width. Wider than any hex sequencer accepted, so padding never truncates,
+    /// and unchanged since ledgers were first written (their entries compare with new claims).
     const HEX_WIDTH: usize = 64;
+    /// The longest hex sequencer accepted. S3's have 16 to 18 digits; twice that leaves room
+    /// for growth, and anything longer is a sender trying to get ahead of every later change.
+    pub const MAX_HEX_DIGITS: usize = 32;
+    /// How far ahead of our clock a VK sequencer may be: clocks differ a little, but a
+    /// sequencer far in the future would make every real change until then `superseded`.
+    pub const MAX_LEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
     pub fn from_json(value: &Value) -> Result<Option<Self>, String> {
         match value {
             Value::Null => Ok(None),
             Value::Number(n) => n
                 .as_u64()
-                .map(|n| Some(Sequencer(format!("{n:020}"))))
+                .map(|n| {
+                    Some(Sequencer {
+                        normalized: format!("{n:020}"),
+                        form: SequencerForm::Seconds(n),
+                    })
+                })
                 .ok_or_else(|| "sequencer is not a non-negative integer".into()),
             Value::String(s) if s.is_empty() => Ok(None),
             Value::String(s) => {
-                if s.len() > Self::HEX_WIDTH || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err("sequencer is not a hex string".into());
+                }
+                if s.len() > Self::MAX_HEX_DIGITS {
+                    return Err(format!(
+                        "sequencer is longer than {} hex digits",
+                        Self::MAX_HEX_DIGITS
+                    ));
                 }
                 let mut padded = s.to_ascii_uppercase();
                 padded.extend(std::iter::repeat_n('0', Self::HEX_WIDTH - s.len()));
-                Ok(Some(Sequencer(padded)))
+                Ok(Some(Sequencer {
+                    normalized: padded,
+                    form: SequencerForm::Hex,
+                }))
             }
             _ => Err("sequencer is neither a number nor a string".into()),
         }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.normalized
+    }
+
+    pub fn form(&self) -> SequencerForm {
+        self.form
+    }
+
+    /// A sequencer in seconds must not be further ahead of `now` than [`Self::MAX_LEAD`].
+    pub fn check_plausible(&self, now: DateTime<Utc>) -> Result<(), String> {
+        match self.form {
+            SequencerForm::Hex => Ok(()),
+            SequencerForm::Seconds(seconds) => {
+                let latest = (now + Self::MAX_LEAD).timestamp();
+                if i64::try_from(seconds).is_ok_and(|s| s <= latest) {
+                    Ok(())
+                } else {
+                    Err("sequencer is in the future".into())
+                }
+            }
+        }
     }
 }
 
@@ -71,6 +124,10 @@ pub struct ObjectRecord {
     pub sequencer: Option<Sequencer>,
     pub event_time: Option<DateTime<Utc>>,
     pub size: Option<u64>,
+    /// `s3.object.eTag`: which content this change wrote.
+    pub etag: Option<String>,
+    /// `s3.object.versionId`, in versioned buckets.
+    pub version_id: Option<String>,
     /// The record as received, for the stored payload.
     pub raw: Value,
 }
@@ -99,17 +156,26 @@ impl ObjectRecord {
         format!("{}/{}", self.bucket, self.key)
     }
 
-    /// Bucket, key, event name and sequencer identify a change. Without a sequencer (S3 omits it
-    /// for some event kinds) the whole record is the identity: a retry carries it unchanged.
+    /// Bucket, key, event name and sequencer identify a change, together with the version it
+    /// wrote (`versionId`, `eTag`, `size`): VK's sequencers are whole seconds, so two writes of
+    /// one key within a second share one (§2.1) and only the version tells them apart. A retry
+    /// carries every field unchanged. Without a sequencer (S3 omits it for some event kinds) the
+    /// whole record is the identity.
     pub fn event_id(&self) -> String {
         let name = self.normalized_name().as_bytes();
         match &self.sequencer {
-            Some(sequencer) => content_id(&[
-                self.bucket.as_bytes(),
-                self.key.as_bytes(),
-                name,
-                sequencer.as_str().as_bytes(),
-            ]),
+            Some(sequencer) => {
+                let size = self.size.map(|s| s.to_string()).unwrap_or_default();
+                content_id(&[
+                    self.bucket.as_bytes(),
+                    self.key.as_bytes(),
+                    name,
+                    sequencer.as_str().as_bytes(),
+                    self.version_id.as_deref().unwrap_or_default().as_bytes(),
+                    self.etag.as_deref().unwrap_or_default().as_bytes(),
+                    size.as_bytes(),
+                ])
+            }
             None => content_id(&[
                 self.bucket.as_bytes(),
                 self.key.as_bytes(),
@@ -216,8 +282,17 @@ fn parse_record(raw: Value) -> Result<ObjectRecord, String> {
         Some(t) => Some(parse_time(t).ok_or("eventTime is not RFC 3339")?),
         None => None,
     };
+    let object_text = |name: &str| {
+        object
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
     Ok(ObjectRecord {
         size: object.get("size").and_then(Value::as_u64),
+        etag: object_text("eTag"),
+        version_id: object_text("versionId"),
         event_name,
         bucket,
         key,
@@ -347,9 +422,52 @@ mod tests {
             json!(1.5),
             json!([1]),
             json!("A".repeat(65)),
+            json!("F".repeat(64)),
+            json!("0".repeat(33)),
         ] {
             assert!(Sequencer::from_json(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn sequencers_in_seconds_may_not_run_ahead_of_the_clock() {
+        let now = parse_time("2024-05-01T10:00:00Z").unwrap();
+        let num = |n: u64| Sequencer::from_json(&json!(n)).unwrap().unwrap();
+        let at = now.timestamp() as u64;
+        assert_eq!(num(at).form(), SequencerForm::Seconds(at));
+        assert!(num(at).check_plausible(now).is_ok());
+        assert!(num(at + 300).check_plausible(now).is_ok());
+        assert!(num(1).check_plausible(now).is_ok());
+        for ahead in [at + 301, at + 86_400, u64::MAX, i64::MAX as u64 + 1] {
+            assert!(num(ahead).check_plausible(now).is_err(), "{ahead}");
+        }
+        let hex = Sequencer::from_json(&json!("F".repeat(32)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(hex.form(), SequencerForm::Hex);
+        assert!(hex.check_plausible(now).is_ok());
+    }
+
+    #[test]
+    fn another_version_in_the_same_second_is_another_event() {
+        let mut a = vk_body()["Records"][0].clone();
+        let id = |record: &Value| records(json!({"Records": [record]}))[0].event_id();
+        let base = id(&a);
+        assert_eq!(base, id(&a.clone()));
+        for (field, value) in [
+            ("eTag", json!("0cc175b9c0f1b6a831c399e269772661")),
+            ("size", json!(101)),
+            ("versionId", json!("3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY")),
+        ] {
+            let mut other = a.clone();
+            other["s3"]["object"][field] = value;
+            assert_ne!(id(&other), base, "{field}");
+        }
+        a["s3"]["object"]["versionId"] = json!("v1");
+        assert_eq!(
+            records(json!({"Records": [a]}))[0].version_id.as_deref(),
+            Some("v1")
+        );
     }
 
     #[test]

@@ -71,7 +71,12 @@ impl S3Transfer {
         self.peak_buffered.load(Ordering::Relaxed)
     }
 
-    async fn server_side_copy(&self, bucket: &str, key: &str) -> Result<Copied, MirrorError> {
+    async fn server_side_copy(
+        &self,
+        bucket: &str,
+        key: &str,
+        target: &str,
+    ) -> Result<Copied, MirrorError> {
         let head = match self
             .mirror
             .head_object()
@@ -91,7 +96,7 @@ impl S3Transfer {
                 .mirror
                 .copy_object()
                 .bucket(&self.mirror_bucket)
-                .key(key)
+                .key(target)
                 .copy_source(&source)
                 .send()
                 .await
@@ -104,7 +109,7 @@ impl S3Transfer {
                 Err(err) => Err(transfer_error("copy object", err)),
             };
         }
-        let mut upload = self.start_upload(key, head.content_type()).await?;
+        let mut upload = self.start_upload(target, head.content_type()).await?;
         let mut offset = 0;
         while offset < size {
             let last = (offset + self.part_size).min(size) - 1;
@@ -112,7 +117,7 @@ impl S3Transfer {
                 .mirror
                 .upload_part_copy()
                 .bucket(&self.mirror_bucket)
-                .key(key)
+                .key(target)
                 .upload_id(&upload.id)
                 .part_number(upload.next_part_number())
                 .copy_source(&source)
@@ -139,7 +144,7 @@ impl S3Transfer {
                 .push(completed_part(upload.next_part_number(), etag));
             offset = last + 1;
         }
-        self.complete(key, upload, size).await
+        self.complete(upload, size).await
     }
 
     async fn streamed_copy(
@@ -147,6 +152,7 @@ impl S3Transfer {
         source: &Client,
         bucket: &str,
         key: &str,
+        target: &str,
     ) -> Result<Copied, MirrorError> {
         let object = match source.get_object().bucket(bucket).key(key).send().await {
             Ok(object) => object,
@@ -164,7 +170,7 @@ impl S3Transfer {
             self.mirror
                 .put_object()
                 .bucket(&self.mirror_bucket)
-                .key(key)
+                .key(target)
                 .set_content_type(content_type)
                 .body(ByteStream::from(bytes))
                 .send()
@@ -175,7 +181,7 @@ impl S3Transfer {
                 parts: 1,
             });
         }
-        let mut upload = self.start_upload(key, content_type.as_deref()).await?;
+        let mut upload = self.start_upload(target, content_type.as_deref()).await?;
         let mut copied = 0;
         loop {
             let part = match self.read_part(&mut reader).await {
@@ -194,7 +200,7 @@ impl S3Transfer {
                 .mirror
                 .upload_part()
                 .bucket(&self.mirror_bucket)
-                .key(key)
+                .key(&upload.key)
                 .upload_id(&upload.id)
                 .part_number(number)
                 .body(ByteStream::from(part))
@@ -216,7 +222,7 @@ impl S3Transfer {
                 "source object ended after {copied} of {size} bytes"
             )));
         }
-        self.complete(key, upload, size).await
+        self.complete(upload, size).await
     }
 
     /// Reads up to one part (less only at the end of the stream). A chunk that overruns the
@@ -281,13 +287,13 @@ impl S3Transfer {
         })
     }
 
-    async fn complete(&self, key: &str, upload: Upload, size: u64) -> Result<Copied, MirrorError> {
+    async fn complete(&self, upload: Upload, size: u64) -> Result<Copied, MirrorError> {
         let parts = upload.parts.len() as u32;
         let result = self
             .mirror
             .complete_multipart_upload()
             .bucket(&self.mirror_bucket)
-            .key(key)
+            .key(&upload.key)
             .upload_id(&upload.id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
@@ -322,22 +328,34 @@ impl S3Transfer {
 }
 
 impl ObjectTransfer for S3Transfer {
-    async fn copy(&self, bucket: &str, key: &str) -> Result<Copied, MirrorError> {
+    async fn copy(&self, bucket: &str, key: &str, target: &str) -> Result<Copied, MirrorError> {
         match &self.source {
-            SourceAccess::SameAccount => self.server_side_copy(bucket, key).await,
-            SourceAccess::Foreign(source) => self.streamed_copy(source, bucket, key).await,
+            SourceAccess::SameAccount => self.server_side_copy(bucket, key, target).await,
+            SourceAccess::Foreign(source) => self.streamed_copy(source, bucket, key, target).await,
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<(), MirrorError> {
+    async fn delete(&self, target: &str) -> Result<(), MirrorError> {
         self.mirror
             .delete_object()
             .bucket(&self.mirror_bucket)
-            .key(key)
+            .key(target)
             .send()
             .await
             .map(|_| ())
             .map_err(|e| transfer_error("delete object", e))
+    }
+
+    async fn source_exists(&self, bucket: &str, key: &str) -> Result<bool, MirrorError> {
+        let client = match &self.source {
+            SourceAccess::SameAccount => &self.mirror,
+            SourceAccess::Foreign(source) => source,
+        };
+        match client.head_object().bucket(bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(err) if is_not_found(&err) => Ok(false),
+            Err(err) => Err(transfer_error("head source object", err)),
+        }
     }
 }
 
@@ -383,23 +401,103 @@ pub fn copy_source(bucket: &str, key: &str, version: Option<&str>) -> String {
     source
 }
 
+/// The object (not the bucket) is missing. HEAD answers have no body, hence no code: a bare 404
+/// tells. `NoSuchBucket` is not "the object is gone": on a copy it is most likely the mirror
+/// bucket, a permanent failure.
 fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     match err {
-        // HEAD answers have no body, hence no code: the status tells.
-        SdkError::ServiceError(service) => {
-            matches!(service.err().code(), Some("NoSuchKey" | "NotFound"))
-                || service.raw().status().as_u16() == 404
-        }
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some(code) => matches!(code, "NoSuchKey" | "NotFound"),
+            None => service.raw().status().as_u16() == 404,
+        },
         _ => false,
     }
 }
 
-fn transfer_error<E, R>(operation: &str, err: SdkError<E, R>) -> MirrorError
+/// S3 error codes that no retry changes: credentials or policy refusing, archived objects
+/// (Glacier, Deep Archive) that must be restored first, a bucket that does not exist, a mirror
+/// key (`bucket/key`) beyond S3's 1024 bytes, a request the service does not support.
+const PERMANENT_CODES: &[&str] = &[
+    "AccessDenied",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidObjectState",
+    "ObjectNotInActiveTierError",
+    "NoSuchBucket",
+    "InvalidBucketName",
+    "KeyTooLongError",
+    "EntityTooLarge",
+    "InvalidStorageClass",
+    "InvalidRequest",
+    "InvalidArgument",
+    "MethodNotAllowed",
+    "NotImplemented",
+    "PermanentRedirect",
+];
+
+/// Client-side (4xx) codes that a retry can clear: throttling, timeouts, expired session
+/// credentials (the role's are renewed), clock skew, a concurrent conflicting operation, a body
+/// cut or damaged on the way.
+const TRANSIENT_CODES: &[&str] = &[
+    "RequestTimeout",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "RequestTimeTooSkewed",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "OperationAborted",
+    "NoSuchUpload",
+    "IncompleteBody",
+    "BadDigest",
+    "XAmzContentSHA256Mismatch",
+    "InvalidPart",
+];
+
+/// Whether S3's answer is final: listed codes decide, then the status (any other 4xx or
+/// redirect is final; 5xx, 429 and anything unknown are worth a retry).
+pub fn is_permanent(code: Option<&str>, status: u16) -> bool {
+    if let Some(code) = code {
+        if PERMANENT_CODES.contains(&code) {
+            return true;
+        }
+        if TRANSIENT_CODES.contains(&code) {
+            return false;
+        }
+    }
+    matches!(status, 300..=399 | 400..=428 | 430..=499) && status != 408 && status != 409
+}
+
+/// A failed S3 call as the mirror reports it. Service errors are described by code and status
+/// only: S3's messages can quote the object's key, which the logs never carry.
+fn transfer_error<E>(operation: &str, err: SdkError<E, HttpResponse>) -> MirrorError
 where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    MirrorError::Transfer(format!("{operation}: {}", DisplayErrorContext(&err)))
+    match &err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code();
+            let status = service.raw().status().as_u16();
+            let detail = format!(
+                "{operation}: {} (HTTP {status})",
+                code.unwrap_or("no error code")
+            );
+            if is_permanent(code, status) {
+                MirrorError::Refused(detail)
+            } else {
+                MirrorError::Transfer(detail)
+            }
+        }
+        // The request could not even be built: the same request never will be.
+        SdkError::ConstructionFailure(_) => {
+            MirrorError::Refused(format!("{operation}: {}", DisplayErrorContext(&err)))
+        }
+        // Timeouts, connection failures, unreadable answers.
+        _ => MirrorError::Transfer(format!("{operation}: {}", DisplayErrorContext(&err))),
+    }
 }
 
 #[cfg(test)]
@@ -417,5 +515,36 @@ mod tests {
             "b/%C3%BC%3F%26%3D%23?versionId=v1"
         );
         assert_eq!(copy_source("b", "k", Some("null")), "b/k");
+    }
+
+    #[test]
+    fn final_refusals_and_passing_failures_are_told_apart() {
+        for (code, status) in [
+            (Some("AccessDenied"), 403),
+            (None, 403),
+            (Some("InvalidObjectState"), 403),
+            (Some("ObjectNotInActiveTierError"), 403),
+            (Some("NoSuchBucket"), 404),
+            (Some("KeyTooLongError"), 400),
+            (Some("PermanentRedirect"), 301),
+            (Some("NotImplemented"), 501),
+            (Some("SomethingNew"), 400),
+        ] {
+            assert!(is_permanent(code, status), "{code:?} {status}");
+        }
+        for (code, status) in [
+            (Some("SlowDown"), 503),
+            (Some("InternalError"), 500),
+            (None, 500),
+            (None, 503),
+            (None, 429),
+            (Some("RequestTimeout"), 400),
+            (Some("ExpiredToken"), 400),
+            (Some("OperationAborted"), 409),
+            (None, 408),
+            (Some("SomethingNew"), 502),
+        ] {
+            assert!(!is_permanent(code, status), "{code:?} {status}");
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! The ledger in the events table: one item per source object, `pk = mirror#{bucket}/{key}`,
-//! with none of the event index attributes, so that it never shows up in an event query.
+//! The ledger in the events table: one item per source object and origin,
+//! `pk = mirror#{object}` (`mirror#{bucket}/{key}`, or `mirror#token#{bucket}/{key}` for VK's
+//! changes), with none of the event index attributes, so that it never shows up in an event
+//! query.
 
 use super::{decide_claim, ClaimOutcome, LedgerClaim, LedgerEntry, MirrorLedger};
 use aws_sdk_dynamodb::error::SdkError;

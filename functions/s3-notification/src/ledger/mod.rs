@@ -16,7 +16,9 @@ use std::future::Future;
 /// One ordered change to an object, as the mirror ledger sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerClaim {
-    /// `bucket/key` of the source object.
+    /// The ledger's name for the source object: `bucket/key` for signed (SNS) changes,
+    /// `token#bucket/key` for token-authenticated (VK) ones, so that each origin orders only its
+    /// own changes (`crate::mirror::Origin::ledger_object`).
     pub object: String,
     /// The sender's sequencer, normalized so that byte order is event order.
     pub sequencer: String,
