@@ -1,7 +1,8 @@
 //! The local server over real HTTP: disabled routes, error parity with the Lambda handlers,
-//! graceful shutdown, SIGTERM, the demo run twice, and the README's curl examples.
+//! deadlines and the connection limit, a full disk, the periodic purge, graceful shutdown,
+//! SIGTERM, the demo run twice, and the README's curl examples.
 
-use callback_hub::server::serve;
+use callback_hub::server::{purge_expired_every, serve_with, ServeLimits};
 use callback_hub::Routes;
 use callback_hub::{AnyStore, SqliteStore};
 use std::collections::HashMap;
@@ -36,12 +37,24 @@ struct Running {
 }
 
 async fn start(vars: &HashMap<String, String>) -> Running {
-    let store = AnyStore::Sqlite(SqliteStore::in_memory().unwrap());
-    let routes = Arc::new(Routes::local(vars.clone(), store).await.unwrap());
+    let store = SqliteStore::in_memory().unwrap();
+    start_with(vars, store, ServeLimits::default()).await
+}
+
+async fn start_with(
+    vars: &HashMap<String, String>,
+    store: SqliteStore,
+    limits: ServeLimits,
+) -> Running {
+    let routes = Arc::new(
+        Routes::local(vars.clone(), AnyStore::Sqlite(store))
+            .await
+            .unwrap(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, routes, async {
+    let task = tokio::spawn(serve_with(listener, routes, limits, async {
         let _ = stopped.await;
     }));
     Running {
@@ -186,6 +199,56 @@ async fn malformed_requests_get_the_lambda_status_and_body() {
     assert!(body.contains("payload_too_large"));
 }
 
+/// Reads from `stream` until the server closes the connection; what it sent before. A read
+/// that times out (the guard against a hanging test) means the server kept it open.
+fn read_until_closed(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return received,
+            Err(err) => panic!("the server kept the connection open: {err}"),
+        }
+    }
+}
+
+/// Reads one response head (up to its blank line) from a connection that stays open.
+fn read_head(stream: &mut std::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed mid-head");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// Reads one whole response (head and `content-length` body) from a keep-alive connection.
+fn read_response(stream: &mut std::net::TcpStream) -> (u16, String) {
+    let head = read_head(stream);
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (
+        head[9..12].parse().unwrap(),
+        String::from_utf8(body).unwrap(),
+    )
+}
+
+const HEALTH_KEEP_ALIVE: &str = "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_lets_an_in_flight_request_finish() {
     let vars = demo_vars();
@@ -194,32 +257,200 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     let token = vars["STACK_HOOK_TOKEN"].clone();
     let body = r#"{"StackId":"s-1","StackName":"graceful","Status":"CREATE_COMPLETE"}"#;
     let (half, rest) = body.split_at(20);
-    // Headers and half the body, then shutdown begins, then the rest of the body.
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     write!(
         stream,
-        "POST /stacks?token={token} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{half}",
+        "POST /stacks?token={token} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
-    stream.flush().unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // `100 Continue` comes when the server starts reading the body: the request is in flight.
+    let mut stream = tokio::task::spawn_blocking(move || {
+        let interim = read_head(&mut stream);
+        assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+        stream.write_all(half.as_bytes()).unwrap();
+        stream
+    })
+    .await
+    .unwrap();
     server.stop.take().unwrap().send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // New connections are refused once shutdown has begun.
-    assert!(std::net::TcpStream::connect(address).is_err());
+    // Shutdown has begun once new connections are refused.
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..1000 {
+            if std::net::TcpStream::connect(address).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the server kept accepting connections after shutdown began");
+    })
+    .await
+    .unwrap();
     let rest = rest.to_owned();
     let response = tokio::task::spawn_blocking(move || {
         stream.write_all(rest.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
+        String::from_utf8(read_until_closed(&mut stream)).unwrap()
     })
     .await
     .unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"status\":\"stored\""), "{response}");
     server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_slow_to_send_headers_or_idle_after_a_request_is_disconnected() {
+    let limits = ServeLimits {
+        header_timeout: Duration::from_millis(300),
+        ..ServeLimits::default()
+    };
+    let server = start_with(&demo_vars(), SqliteStore::in_memory().unwrap(), limits).await;
+    let address = server.address;
+    tokio::task::spawn_blocking(move || {
+        // Half a request head, then nothing: closed without a response.
+        let mut slow = std::net::TcpStream::connect(address).unwrap();
+        slow.write_all(b"POST /stacks HTTP/1.1\r\nhost: x\r\n")
+            .unwrap();
+        let received = read_until_closed(&mut slow);
+        assert!(
+            !String::from_utf8_lossy(&received).contains(" 200 "),
+            "{received:?}"
+        );
+        // A keep-alive connection left idle after its request is closed too.
+        let mut idle = std::net::TcpStream::connect(address).unwrap();
+        idle.write_all(HEALTH_KEEP_ALIVE.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut idle).0, 200);
+        assert!(read_until_closed(&mut idle).is_empty());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_not_received_by_the_request_deadline_is_answered_408_and_closed() {
+    let vars = demo_vars();
+    let limits = ServeLimits {
+        request_timeout: Duration::from_millis(300),
+        ..ServeLimits::default()
+    };
+    let server = start_with(&vars, SqliteStore::in_memory().unwrap(), limits).await;
+    let address = server.address;
+    let token = vars["STACK_HOOK_TOKEN"].clone();
+    let response = tokio::task::spawn_blocking(move || {
+        let mut slow = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            slow,
+            "POST /stacks?token={token} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{{\"StackId\""
+        )
+        .unwrap();
+        String::from_utf8(read_until_closed(&mut slow)).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("request_timeout"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let limits = ServeLimits {
+        max_connections: 1,
+        ..ServeLimits::default()
+    };
+    let server = start_with(&demo_vars(), SqliteStore::in_memory().unwrap(), limits).await;
+    let address = server.address;
+    tokio::task::spawn_blocking(move || {
+        // The one connection the server may serve, kept open.
+        let mut first = std::net::TcpStream::connect(address).unwrap();
+        first.write_all(HEALTH_KEEP_ALIVE.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut first).0, 200);
+        let mut second = std::net::TcpStream::connect(address).unwrap();
+        second
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        // The first connection is still served meanwhile; the second is not.
+        first.write_all(HEALTH_KEEP_ALIVE.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut first).0, 200);
+        second.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let pending = second.read(&mut byte);
+        assert!(
+            matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the second connection was served past the limit: {pending:?}"
+        );
+        // Once the first closes, the second is served.
+        drop(first);
+        second.set_nonblocking(false).unwrap();
+        let response = String::from_utf8(read_until_closed(&mut second)).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_answers_503_with_retry_after() {
+    let vars = demo_vars();
+    let store = SqliteStore::in_memory().unwrap();
+    // The database may not grow by one page: what SQLite answers when the disk is full.
+    store
+        .with(|c| {
+            let pages: i64 = c
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .map_err(sqlite_store::failed)?;
+            c.pragma_update(None, "max_page_count", pages)
+                .map_err(sqlite_store::failed)
+        })
+        .await
+        .unwrap();
+    let server = start_with(&vars, store, ServeLimits::default()).await;
+    let address = server.address;
+    let token = vars["STACK_HOOK_TOKEN"].clone();
+    let body = format!(
+        r#"{{"StackId":"s-full","StackName":"full","Status":"CREATE_COMPLETE","Outputs":[{{"OutputKey":"K","OutputValue":"{}"}}]}}"#,
+        "v".repeat(20_000)
+    );
+    let response = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .write_all(post(&format!("/stacks?token={token}"), &body).as_bytes())
+            .unwrap();
+        String::from_utf8(read_until_closed(&mut stream)).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("\r\nretry-after:"),
+        "{response}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_events_are_purged_while_serving() {
+    use hub_core::event::{Event, Source};
+    use hub_core::store::{EventLookup, EventWriter};
+    let store = SqliteStore::in_memory().unwrap();
+    let mut expired = Event::new(Source::Mns, "old", "T", "orders", "{}", chrono::Utc::now());
+    expired.expires_at = Some(chrono::Utc::now().timestamp() - 1);
+    store.put_event(&expired).await.unwrap();
+    let kept = Event::new(Source::Mns, "new", "T", "orders", "{}", chrono::Utc::now());
+    store.put_event(&kept).await.unwrap();
+    let purge = tokio::spawn(purge_expired_every(
+        store.clone(),
+        Duration::from_millis(20),
+    ));
+    let mut remaining = store.count().await.unwrap();
+    for _ in 0..1000 {
+        if remaining == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        remaining = store.count().await.unwrap();
+    }
+    purge.abort();
+    assert_eq!(remaining, 1);
+    assert!(store.get_event(Source::Mns, "new").await.unwrap().is_some());
 }
 
 fn binary() -> Command {
@@ -303,13 +534,19 @@ fn the_demo_run_twice_stores_nothing_new_the_second_time() {
         .len();
     let accepted = first.matches(" -> 200 ").count() + first.matches(" -> 204 ").count();
     assert_eq!(accepted, samples, "{first}");
+    // Every sample's events, as the demo's own check counts them.
+    let stored: usize = callback_hub::demo::EXPECTED.iter().map(|e| e.2).sum();
     assert!(
-        first.contains("14 new event(s) stored by this run, 14 in the database"),
+        first.contains(&format!(
+            "{stored} new event(s) stored by this run, {stored} in the database"
+        )),
         "{first}"
     );
     let second = run();
     assert!(
-        second.contains("0 new event(s) stored by this run, 14 in the database"),
+        second.contains(&format!(
+            "0 new event(s) stored by this run, {stored} in the database"
+        )),
         "{second}"
     );
     assert!(second.contains("\"status\":\"duplicate\""), "{second}");
