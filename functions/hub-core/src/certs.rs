@@ -439,9 +439,7 @@ mod tests {
         let hot = "https://certs.example.com/SimpleNotificationService-00.pem";
         cache.public_key(hot).await.unwrap();
         for i in 1..=(3 * CACHE_CAPACITY) {
-            let url = format!(
-                "https://certs.example.com/SimpleNotificationService-{i:02x}.pem"
-            );
+            let url = format!("https://certs.example.com/SimpleNotificationService-{i:02x}.pem");
             cache.public_key(&url).await.unwrap();
             cache.public_key(hot).await.unwrap();
         }

@@ -118,6 +118,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::BadCursor => ApiError::bad_request("invalid pagination cursor"),
             StoreError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
+            err @ StoreError::KeyTooLong { .. } => ApiError::bad_request(err.to_string()),
             StoreError::Failed(detail) => {
                 tracing::error!(error = %detail, "event store failure");
                 ApiError::Internal

@@ -32,6 +32,10 @@ pub enum StoreError {
     /// the same events, so SQLite and DynamoDB answer alike: 413, never a retry loop.
     #[error("event is larger than {limit} bytes, the most one stored item holds")]
     TooLarge { limit: usize },
+    /// An id, subject or alias longer than an index key may be (DynamoDB: 2048 bytes for a
+    /// partition key, 1024 for a sort key). Refused alike by every store: 400, never a retry.
+    #[error("event {field} is longer than {limit} bytes")]
+    KeyTooLong { field: &'static str, limit: usize },
     /// Anything else: permissions, a missing table, an item this code cannot read.
     #[error("event store failure: {0}")]
     Failed(String),
@@ -79,8 +83,25 @@ pub struct TimeRange {
 /// item limit is 400 KB including attribute names and the fixed attributes, so this leaves room.
 pub const MAX_EVENT_BYTES: usize = 380 * 1024;
 
+/// The longest event id: it ends every sort key (`{time}#{event_id}`, at most 1024 bytes).
+pub const MAX_EVENT_ID_BYTES: usize = 960;
+/// The longest subject or alias: they end partition keys (`{source}#{subject}`, at most 2048).
+pub const MAX_SUBJECT_BYTES: usize = 2000;
+
 /// Refuses an event no store can hold; stores call it before writing.
 pub fn check_event_size(event: &Event) -> Result<(), StoreError> {
+    let too_long = |field, limit| Err(StoreError::KeyTooLong { field, limit });
+    if event.event_id.len() > MAX_EVENT_ID_BYTES {
+        return too_long("id", MAX_EVENT_ID_BYTES);
+    }
+    if event.subject.len() > MAX_SUBJECT_BYTES
+        || event
+            .subject_alias
+            .as_ref()
+            .is_some_and(|a| a.len() > MAX_SUBJECT_BYTES)
+    {
+        return too_long("subject", MAX_SUBJECT_BYTES);
+    }
     let size = event.payload.len()
         + event.event_id.len()
         + event.event_type.len()
