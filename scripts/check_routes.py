@@ -23,12 +23,26 @@ def template_routes() -> set[tuple[str, str]]:
     return routes
 
 
+def served_by(served: set[tuple[str, str]], method: str, path: str) -> bool:
+    """Exactly, or by a greedy `{proxy+}` route (API Gateway: one or more further segments)."""
+    for served_method, served_path in served:
+        if served_method not in (method, "ANY"):
+            continue
+        if served_path == path:
+            return True
+        if served_path.endswith("/{proxy+}"):
+            prefix = served_path[: -len("{proxy+}")]
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return True
+    return False
+
+
 def main() -> int:
     served = template_routes()
     missing = [
         f"{method} {path}"
         for method, path in interface_routes()
-        if (method, path) not in served and ("ANY", path) not in served
+        if not served_by(served, method, path)
     ]
     if missing:
         print("template.yaml does not serve: " + ", ".join(missing), file=sys.stderr)

@@ -3,7 +3,8 @@
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 use serde_norway::Value;
@@ -38,9 +39,20 @@ fn key_schema(value: &Value) -> Vec<KeySchemaElement> {
         .collect()
 }
 
-/// Creates `table` with the key schema, attributes, indexes and TTL of `EventsTable`.
+/// Creates `table` with the key schema, attributes, indexes, stream and TTL of `EventsTable`.
 pub async fn create_events_table(client: &Client, table: &str) {
-    let props = resource_properties("EventsTable");
+    create_table_like(client, "EventsTable", table).await;
+}
+
+/// Creates `table` like `WebhooksTable` (subscriptions, deliveries, attempts).
+pub async fn create_webhooks_table(client: &Client, table: &str) {
+    create_table_like(client, "WebhooksTable", table).await;
+}
+
+/// Creates `table` with the key schema, attributes, indexes, stream and TTL of the
+/// `AWS::DynamoDB::Table` resource `logical_id`.
+pub async fn create_table_like(client: &Client, logical_id: &str, table: &str) {
+    let props = resource_properties(logical_id);
     let attributes = props["AttributeDefinitions"]
         .as_sequence()
         .expect("AttributeDefinitions is a list")
@@ -89,9 +101,10 @@ pub async fn create_events_table(client: &Client, table: &str) {
         .set_attribute_definitions(Some(attributes))
         .set_key_schema(Some(key_schema(&props["KeySchema"])))
         .set_global_secondary_indexes(indexes)
+        .set_stream_specification(stream_specification(&props["StreamSpecification"]))
         .send()
         .await
-        .expect("create the events table in moto");
+        .unwrap_or_else(|e| panic!("create a table like {logical_id} in moto: {e:?}"));
     let ttl = &props["TimeToLiveSpecification"];
     if ttl["Enabled"].as_bool() == Some(true) {
         client
@@ -108,4 +121,16 @@ pub async fn create_events_table(client: &Client, table: &str) {
             .await
             .expect("enable TTL in moto");
     }
+}
+
+/// The table's stream, as the template enables it (the events table's feeds the webhook fan-out).
+fn stream_specification(value: &Value) -> Option<StreamSpecification> {
+    let view = value["StreamViewType"].as_str()?;
+    Some(
+        StreamSpecification::builder()
+            .stream_enabled(true)
+            .stream_view_type(StreamViewType::from(view))
+            .build()
+            .expect("complete stream specification"),
+    )
 }

@@ -33,6 +33,8 @@ pub const EXPECTED: &[(Source, &str, usize)] = &[
         1,
     ),
     (Source::S3, "photos-2024", 1),
+    (Source::Tsuru, "app/myapp", 2),
+    (Source::Tsuru, "node/http://10.0.3.41:2375", 1),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +169,9 @@ pub async fn run(events_dir: &Path, db: &Path) -> Result<DemoReport, DemoError> 
         db.display()
     );
 
+    let webhook = crate::worker::DemoWebhook::start(&sqlite)
+        .await
+        .map_err(|e| DemoError::Fixture("the demo webhook".into(), e))?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let mut failures = 0;
@@ -234,6 +239,13 @@ pub async fn run(events_dir: &Path, db: &Path) -> Result<DemoReport, DemoError> 
         "\n{} new event(s) stored by this run, {after} in the database",
         after - before
     );
+    // Every event stored by this run goes to the demo webhook, signed (issue 17).
+    let new_events = usize::try_from(after - before).unwrap_or(usize::MAX);
+    let (report, delivered) = webhook
+        .finish(new_events, std::time::Duration::from_secs(30))
+        .await;
+    out.push_str(&report);
+    failures += usize::from(!delivered);
     let _ = stop.send(());
     let _ = server.await;
     let success = failures == 0;

@@ -8,6 +8,8 @@ pub mod dotenv;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod webhooks_cli;
+pub mod worker;
 
 pub use routes::Routes;
 pub use sqlite_store::SqliteStore;

@@ -40,6 +40,8 @@ enum Command {
     Stacks(StacksArgs),
     /// Replay every sample of events/ over HTTP through the server on a temporary database
     Demo(DemoArgs),
+    /// Manage outbound event webhooks through the hub's API (Tsuru's `event webhook` commands)
+    Webhooks(Box<callback_hub::webhooks_cli::WebhooksArgs>),
 }
 
 /// Where the commands that read the store find it and their variables.
@@ -191,6 +193,8 @@ impl ServeArgs {
             // Dropped with the runtime when `serve` returns.
             tokio::spawn(purge_expired_every(sqlite.clone(), PURGE_PERIOD));
         }
+        // Webhook deliveries, beside the routes that store the events (the outbox).
+        let worker = callback_hub::worker::start(&store, &vars);
         let routes = Routes::local(vars, store.clone())
             .await
             .map_err(|e| e.to_string())?;
@@ -206,9 +210,9 @@ impl ServeArgs {
             request_timeout_secs = limits.request_timeout.as_secs(),
             "callback-hub serving"
         );
-        serve_with(listener, Arc::new(routes), limits, termination())
-            .await
-            .map_err(|e| e.to_string())
+        let served = serve_with(listener, Arc::new(routes), limits, termination()).await;
+        worker.stop().await;
+        served.map_err(|e| e.to_string())
     }
 }
 
@@ -295,6 +299,7 @@ impl Command {
             Command::Events(args) => args.run().await.map(|()| true),
             Command::Stacks(args) => args.run().await,
             Command::Demo(args) => args.run().await,
+            Command::Webhooks(args) => callback_hub::webhooks_cli::run(*args).await,
         }
     }
 }

@@ -20,6 +20,9 @@ pub enum PathPattern {
     Exact(&'static str),
     /// `/stacks/{stack}`: the prefix and one more non-empty segment.
     WithParameter(&'static str),
+    /// `/webhooks` and everything below it (`/webhooks/{name}/deliveries`, ...): the handler
+    /// routes further itself.
+    Tree(&'static str),
 }
 
 impl PathPattern {
@@ -30,6 +33,9 @@ impl PathPattern {
                 .strip_prefix(prefix)
                 .and_then(|rest| rest.strip_prefix('/'))
                 .is_some_and(|parameter| !parameter.is_empty() && !parameter.contains('/')),
+            PathPattern::Tree(prefix) => path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
         }
     }
 }
@@ -48,7 +54,7 @@ pub struct Routes {
 impl Routes {
     /// Builds every function over `store` with the same constructors the Lambda functions use.
     pub async fn build(setup: &Setup, store: LocalStore) -> Routes {
-        use PathPattern::{Exact, WithParameter};
+        use PathPattern::{Exact, Tree, WithParameter};
         let mut routes = Routes {
             max_body_bytes: setup.edge().max_body_bytes,
             table: Vec::new(),
@@ -72,6 +78,20 @@ impl Routes {
             "POST /mns",
             &[Exact("/mns")],
             mns_endpoint::build(store.clone(), setup).await,
+        );
+        routes.add(
+            "POST /tsuru (also PUT, PATCH)",
+            &[Exact("/tsuru")],
+            tsuru_hook::build(store.clone(), setup).await,
+        );
+        routes.add(
+            "/webhooks (also /events/webhooks, /1.6/events/webhooks)",
+            &[
+                Tree("/webhooks"),
+                Tree("/events/webhooks"),
+                Tree("/1.6/events/webhooks"),
+            ],
+            webhooks_api::build(store.clone(), setup).await,
         );
         for (route, status) in routes.status() {
             match status {
@@ -159,7 +179,7 @@ impl Routes {
 
 #[cfg(test)]
 mod tests {
-    use super::PathPattern::{Exact, WithParameter};
+    use super::PathPattern::{Exact, Tree, WithParameter};
 
     #[test]
     fn paths_match_as_api_gateway_routes_them() {
@@ -170,5 +190,8 @@ mod tests {
         assert!(!WithParameter("/stacks").matches("/stacks"));
         assert!(!WithParameter("/stacks").matches("/stacks/a/b"));
         assert!(!WithParameter("/stacks").matches("/stacksweb"));
+        assert!(Tree("/webhooks").matches("/webhooks"));
+        assert!(Tree("/webhooks").matches("/webhooks/a/deliveries"));
+        assert!(!Tree("/webhooks").matches("/webhooksx"));
     }
 }

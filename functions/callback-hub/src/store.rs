@@ -3,6 +3,7 @@
 
 use hub_core::config::ConfigError;
 use hub_core::event::{Event, Source};
+use hub_core::setup::Setup;
 use hub_core::store::{
     DynamoStore, EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, Retained,
     SourceTimeline, StoreError, SubjectHistory, TimeRange,
@@ -11,6 +12,8 @@ use s3_notification::ledger::dynamo::DynamoLedger;
 use s3_notification::ledger::sqlite::SqliteLedger;
 use s3_notification::ledger::{ClaimOutcome, LedgerClaim, LedgerEntry, LedgerSource, MirrorLedger};
 use sqlite_store::SqliteStore;
+use webhooks::sqlite::SqliteWebhookStore;
+use webhooks::store::WebhooksSource;
 
 /// What the server's routes are given: the store, with `EVENT_TTL_DAYS` applied to every write.
 pub type LocalStore = Retained<AnyStore>;
@@ -41,7 +44,32 @@ macro_rules! delegate {
 
 impl EventWriter for AnyStore {
     async fn put_event(&self, event: &Event) -> Result<PutOutcome, StoreError> {
-        delegate!(self, s => s.put_event(event))
+        match self {
+            // The outbox: the event and its webhook deliveries in one transaction.
+            AnyStore::Sqlite(s) => webhooks::sqlite::outbox_put_event(s, event).await,
+            AnyStore::Dynamo(s) => s.put_event(event).await,
+        }
+    }
+}
+
+/// The webhooks API and worker of the local server keep their tables in its SQLite file. On
+/// DynamoDB (no `--db`) the deployed stack's own functions deliver, and its API manages them.
+impl WebhooksSource for AnyStore {
+    type Store = SqliteWebhookStore;
+    type Queue = SqliteWebhookStore;
+    async fn webhook_stores(
+        &self,
+        setup: &Setup,
+    ) -> Result<(SqliteWebhookStore, SqliteWebhookStore), ConfigError> {
+        match self {
+            AnyStore::Sqlite(store) => store.webhook_stores(setup).await,
+            AnyStore::Dynamo(_) => Err(ConfigError::Invalid {
+                name: "EVENTS_TABLE",
+                reason: "on DynamoDB, webhooks are managed by the deployed stack's API; \
+                         run the local server with --db for local webhooks"
+                    .into(),
+            }),
+        }
     }
 }
 

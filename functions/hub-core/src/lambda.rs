@@ -1,7 +1,7 @@
-//! The one `main` of every HTTP function: telemetry, the shared settings, the SDK, the events
-//! table (with retention), the warm-up, the function's own constructor, then the runtime loop.
-//! A configuration error stops the start, naming the variable, so Lambda reports an init
-//! failure instead of the function serving unauthenticated.
+//! The one `main` of every function: telemetry, the shared settings, the SDK, (for HTTP
+//! functions) the events table with retention and its warm-up, the function's own constructor,
+//! then the runtime loop. A configuration error stops the start, naming the variable, so Lambda
+//! reports an init failure instead of the function serving unauthenticated.
 
 use crate::aws::{LazyAws, WarmUp};
 use crate::config::{events_table, ConfigError};
@@ -42,6 +42,36 @@ where
         let handler = handler.clone();
         async move { Ok::<_, Error>(handler.handle(request).await) }
     }))
+    .await
+}
+
+/// A function of one non-HTTP event (a stream batch, an SQS batch, a schedule) to one response.
+/// An error fails the invocation (Lambda's `Errors` metric, the alarms): only for what no batch
+/// item failure can express.
+pub trait EventHandler<E>: Send + Sync + 'static {
+    type Response: serde::Serialize + Send;
+    fn handle(&self, event: E) -> impl Future<Output = Result<Self::Response, Error>> + Send;
+}
+
+/// Runs a function whose input is not HTTP and whose constructor is `build`, e.g.
+/// `run_events(webhook_fanout::build).await`.
+pub async fn run_events<H, E, Fut>(build: impl FnOnce(&'static Setup) -> Fut) -> Result<(), Error>
+where
+    H: EventHandler<E>,
+    E: serde::de::DeserializeOwned + Send + 'static,
+    Fut: Future<Output = Result<H, ConfigError>>,
+{
+    telemetry::init();
+    let setup: &'static Setup = Box::leak(Box::new(
+        Setup::from_process(LazyAws::lambda()).map_err(fail_start)?,
+    ));
+    let handler = Arc::new(build(setup).await.map_err(fail_start)?);
+    lambda_http::lambda_runtime::run(lambda_http::lambda_runtime::service_fn(
+        move |event: lambda_http::lambda_runtime::LambdaEvent<E>| {
+            let handler = handler.clone();
+            async move { handler.handle(event.payload).await }
+        },
+    ))
     .await
 }
 

@@ -14,17 +14,28 @@
 //! - [`schedule`]: the retry schedule, `Retry-After`, what an attempt's outcome means, and
 //!   auto-disable.
 //! - [`net`]: the SSRF guard and the sender of one attempt.
+//! - [`store`]: subscriptions, deliveries and attempts as storage capabilities, an in-memory
+//!   store and the contract suite every store passes (feature `test-util`).
+//! - [`engine`]: fan-out, one attempt, replay and the test delivery, over those capabilities.
 //!
 //! Delivery semantics, for the documentation: at least once (a receiver may see a message
 //! again after a timeout, a retry or a replay, always with the same `webhook-id`), unordered
 //! (retries overtake), signed with every current secret.
 
+#[cfg(feature = "dynamodb")]
+pub mod dynamo;
+pub mod engine;
 pub mod filter;
 pub mod model;
 pub mod net;
 pub mod schedule;
 pub mod signature;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod store;
 pub mod template;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod view;
 
 pub use filter::{matches, matching};

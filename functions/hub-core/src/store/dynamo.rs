@@ -169,7 +169,8 @@ fn event_to_item(event: &Event) -> Item {
     item
 }
 
-fn item_to_event(item: &Item) -> Result<Event, StoreError> {
+/// An events-table item as an event (the fan-out reads stream images with it).
+pub fn item_to_event(item: &Item) -> Result<Event, StoreError> {
     let text = |name: &str| -> Option<&str> {
         item.get(name)
             .and_then(|v| v.as_s().ok())

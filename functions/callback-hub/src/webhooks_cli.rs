@@ -1,0 +1,845 @@
+//! `callback-hub webhooks ...`: Tsuru's `tsuru event webhook` commands, over the management API
+//! (`/webhooks`), so that they manage a local server and a deployed stack alike. The hub is
+//! `--hub URL` (or `CALLBACK_HUB_URL`, default `http://127.0.0.1:3000`) and the bearer token is
+//! `CALLBACK_HUB_TOKEN` (an environment variable, never an argument: arguments are visible to
+//! every user of the machine in the process list).
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// How long one API call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most of an answer that is read.
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+pub const TOKEN_VARIABLE: &str = "CALLBACK_HUB_TOKEN";
+pub const HUB_VARIABLE: &str = "CALLBACK_HUB_URL";
+/// A secret given this way stays out of the process list.
+pub const SECRET_VARIABLE: &str = "CALLBACK_HUB_WEBHOOK_SECRET";
+pub const DEFAULT_HUB: &str = "http://127.0.0.1:3000";
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Manage outbound event webhooks (Tsuru's `event webhook` commands)
+#[derive(Debug, Args)]
+pub struct WebhooksArgs {
+    /// The hub's base URL [default: $CALLBACK_HUB_URL, else http://127.0.0.1:3000]
+    #[arg(long, global = true, value_name = "URL")]
+    pub hub: Option<String>,
+    #[command(subcommand)]
+    pub command: WebhooksCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Create a webhook; its signing secret is shown this once
+    Create(CreateArgs),
+    /// List the webhooks
+    List {
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one webhook
+    Info { name: String },
+    /// Change a webhook: what is given replaces what it had
+    Update(UpdateArgs),
+    /// Delete a webhook
+    Delete { name: String },
+    /// A webhook's deliveries, newest first, with their attempts
+    Deliveries {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// The `next` of the previous page
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send deliveries again, with the same webhook-id: one, or every failed one since a time
+    Replay {
+        name: String,
+        /// An RFC 3339 time or a date (YYYY-MM-DD)
+        #[arg(
+            long,
+            conflicts_with = "delivery",
+            required_unless_present = "delivery"
+        )]
+        since: Option<String>,
+        /// A delivery id (msg_...)
+        #[arg(long)]
+        delivery: Option<String>,
+    },
+    /// Deliver a sample event now and show what the receiver answered
+    Test { name: String },
+}
+
+/// The event filter and delivery options that `create` and `update` share.
+#[derive(Debug, Args, Default)]
+pub struct WebhookOptions {
+    /// Description
+    #[arg(short = 'd', long)]
+    pub description: Option<String>,
+    /// Owning team
+    #[arg(short = 't', long = "team")]
+    pub team: Option<String>,
+    /// HTTP method (default POST)
+    #[arg(short = 'm', long)]
+    pub method: Option<String>,
+    /// A header, as NAME=VALUE (repeatable)
+    #[arg(short = 'H', long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Body: a Go text/template over the event view (default: the event view as JSON)
+    #[arg(short = 'b', long)]
+    pub body: Option<String>,
+    /// Only successful events
+    #[arg(long, conflicts_with = "error_only")]
+    pub success_only: bool,
+    /// Only failed events
+    #[arg(long)]
+    pub error_only: bool,
+    /// Kind type to match (repeatable)
+    #[arg(long = "kind-type", value_name = "T")]
+    pub kind_types: Vec<String>,
+    /// Kind name to match, with its dotted prefixes (repeatable)
+    #[arg(long = "kind-name", value_name = "N")]
+    pub kind_names: Vec<String>,
+    /// Target type to match (repeatable)
+    #[arg(long = "target-type", value_name = "T")]
+    pub target_types: Vec<String>,
+    /// Target value to match (repeatable)
+    #[arg(long = "target-value", value_name = "V")]
+    pub target_values: Vec<String>,
+    /// Source to match: stack, s3, dingtalk, mns, tsuru (repeatable)
+    #[arg(long = "source", value_name = "S")]
+    pub sources: Vec<String>,
+    /// Proxy (one of the hub's WEBHOOKS_PROXY_URLS)
+    #[arg(long = "proxy", value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Skip TLS certificate verification for this webhook
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub name: String,
+    pub url: String,
+    #[command(flatten)]
+    pub options: WebhookOptions,
+    /// The signing secret (whsec_ + base64 of 24 to 64 bytes) [default: $CALLBACK_HUB_WEBHOOK_SECRET,
+    /// else generated by the hub]
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Create it disabled
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub name: String,
+    /// New URL
+    #[arg(long)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub options: WebhookOptions,
+    /// Remove the body template (send the event view as JSON)
+    #[arg(long, conflicts_with = "body")]
+    pub no_body: bool,
+    /// Remove every header (before adding those given)
+    #[arg(long)]
+    pub no_headers: bool,
+    /// Remove the proxy
+    #[arg(long, conflicts_with = "proxy")]
+    pub no_proxy: bool,
+    /// Verify TLS certificates again
+    #[arg(long, conflicts_with = "insecure")]
+    pub secure: bool,
+    /// Match successful and failed events alike
+    #[arg(long, conflicts_with_all = ["success_only", "error_only"])]
+    pub any_outcome: bool,
+    /// Remove every kind, target and source filter (before adding those given)
+    #[arg(long)]
+    pub no_filters: bool,
+    /// Stop delivering
+    #[arg(long, conflicts_with = "enable")]
+    pub disable: bool,
+    /// Deliver again (also after an automatic disable)
+    #[arg(long)]
+    pub enable: bool,
+    /// A new signing secret; the old one keeps signing for 24 hours [default:
+    /// $CALLBACK_HUB_WEBHOOK_SECRET, else unchanged]
+    #[arg(long)]
+    pub secret: Option<String>,
+}
+
+/// Runs one command; `Ok(false)` is a failure already explained on stderr.
+pub async fn run(args: WebhooksArgs) -> Result<bool, String> {
+    let token = env_var(TOKEN_VARIABLE).ok_or(format!(
+        "set {TOKEN_VARIABLE} to the hub's API_TOKEN (the webhooks API needs it)"
+    ))?;
+    let hub = args
+        .hub
+        .or_else(|| env_var(HUB_VARIABLE))
+        .unwrap_or_else(|| DEFAULT_HUB.to_owned());
+    let client = Client::new(&hub, token)?;
+    match args.command {
+        WebhooksCommand::Create(create) => {
+            let body = create_body(&create)?;
+            let answer = client.call(Method::POST, "", Some(body)).await?.ok()?;
+            println!("{}", pretty(&answer));
+            eprintln!(
+                "webhook {} created; keep its secret now: it is not shown again",
+                create.name
+            );
+            Ok(true)
+        }
+        WebhooksCommand::List { json } => {
+            let answer = client.call(Method::GET, "", None).await?;
+            if answer.status == StatusCode::NO_CONTENT {
+                if json {
+                    println!("[]");
+                } else {
+                    println!("no webhooks");
+                }
+                return Ok(true);
+            }
+            let list = answer.ok()?;
+            if json {
+                println!("{}", pretty(&list));
+            } else {
+                print!("{}", webhook_table(&list));
+            }
+            Ok(true)
+        }
+        WebhooksCommand::Info { name } => {
+            let answer = client
+                .call(Method::GET, &path_of(&name), None)
+                .await?
+                .ok()?;
+            println!("{}", pretty(&answer));
+            Ok(true)
+        }
+        WebhooksCommand::Update(update) => {
+            let path = path_of(&update.name);
+            let current = client.call(Method::GET, &path, None).await?.ok()?;
+            let body = update_body(current, &update)?;
+            let answer = client.call(Method::PUT, &path, Some(body)).await?.ok()?;
+            println!("{}", pretty(&answer));
+            Ok(true)
+        }
+        WebhooksCommand::Delete { name } => {
+            client
+                .call(Method::DELETE, &path_of(&name), None)
+                .await?
+                .ok()?;
+            eprintln!("webhook {name} deleted");
+            Ok(true)
+        }
+        WebhooksCommand::Deliveries {
+            name,
+            limit,
+            cursor,
+            json,
+        } => {
+            let mut query = format!("{}/deliveries?limit={limit}", path_of(&name));
+            if let Some(cursor) = cursor {
+                query.push_str("&cursor=");
+                query.push_str(&encode_query(&cursor));
+            }
+            let answer = client.call(Method::GET, &query, None).await?.ok()?;
+            if json {
+                println!("{}", pretty(&answer));
+            } else {
+                print!("{}", delivery_table(&answer));
+                if let Some(next) = answer["next"].as_str() {
+                    eprintln!("more: --cursor {next}");
+                }
+            }
+            Ok(true)
+        }
+        WebhooksCommand::Replay {
+            name,
+            since,
+            delivery,
+        } => {
+            let body = match (since, delivery) {
+                (Some(since), None) => json!({"since": normalize_time(&since)?}),
+                (None, Some(delivery)) => json!({"delivery": delivery}),
+                _ => return Err("give --since or --delivery".into()),
+            };
+            let path = format!("{}/replay", path_of(&name));
+            let answer = client.call(Method::POST, &path, Some(body)).await?.ok()?;
+            println!(
+                "replayed {} deliveries{}",
+                answer["replayed"],
+                if answer["limit_reached"] == true {
+                    " (the limit of one call: run it again for more)"
+                } else {
+                    ""
+                }
+            );
+            Ok(true)
+        }
+        WebhooksCommand::Test { name } => {
+            let path = format!("{}/test", path_of(&name));
+            let answer = client.call(Method::POST, &path, None).await?.ok()?;
+            let attempt = &answer["attempt"];
+            println!(
+                "{}: {} in {} ms (webhook-id {})",
+                answer["verdict"].as_str().unwrap_or("?"),
+                attempt["status"]
+                    .as_u64()
+                    .map(|s| format!("HTTP {s}"))
+                    .or_else(|| attempt["error"]["kind"].as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                attempt["latency_ms"],
+                answer["webhook_id"].as_str().unwrap_or("")
+            );
+            if let Some(error) = attempt.get("error") {
+                println!("error: {error}");
+            }
+            if let Some(excerpt) = attempt["response_excerpt"]
+                .as_str()
+                .filter(|e| !e.is_empty())
+            {
+                println!("response: {excerpt}");
+            }
+            Ok(answer["verdict"] == "delivered")
+        }
+    }
+}
+
+fn path_of(name: &str) -> String {
+    // Names are lowercase letters, digits and dashes; anything else is refused by the API, but
+    // must not change the path on the way.
+    format!("/{}", encode_query(name))
+}
+
+fn encode_query(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// RFC 3339 as given, or a date as its midnight UTC.
+fn normalize_time(text: &str) -> Result<String, String> {
+    if hub_core::event::parse_time(text).is_some() {
+        return Ok(text.to_owned());
+    }
+    let midnight = format!("{text}T00:00:00Z");
+    if hub_core::event::parse_time(&midnight).is_some() {
+        return Ok(midnight);
+    }
+    Err(format!("--since {text}: expected RFC 3339 or YYYY-MM-DD"))
+}
+
+fn headers_of(pairs: &[String]) -> Result<Map<String, Value>, String> {
+    let mut headers = Map::new();
+    for pair in pairs {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or(format!("--header {pair:?}: expected NAME=VALUE"))?;
+        let values = headers
+            .entry(name.trim().to_owned())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(values) = values {
+            values.push(Value::String(value.to_owned()));
+        }
+    }
+    Ok(headers)
+}
+
+fn create_body(create: &CreateArgs) -> Result<Value, String> {
+    let o = &create.options;
+    let mut body = json!({
+        "name": create.name,
+        "url": create.url,
+        "description": o.description.clone().unwrap_or_default(),
+        "team_owner": o.team.clone().unwrap_or_default(),
+        "method": o.method.clone().unwrap_or_default(),
+        "headers": headers_of(&o.headers)?,
+        "body": o.body.clone().unwrap_or_default(),
+        "proxy_url": o.proxy.clone().unwrap_or_default(),
+        "insecure": o.insecure,
+        "disabled": create.disabled,
+        "event_filter": {
+            "kind_types": o.kind_types,
+            "kind_names": o.kind_names,
+            "target_types": o.target_types,
+            "target_values": o.target_values,
+            "sources": o.sources,
+            "success_only": o.success_only,
+            "error_only": o.error_only,
+        },
+    });
+    if let Some(secret) = create.secret.clone().or_else(|| env_var(SECRET_VARIABLE)) {
+        body["secret"] = json!(secret);
+    }
+    Ok(body)
+}
+
+/// The subscription as read, changed by what `update` was given: the whole of it is sent back
+/// (PUT replaces).
+fn update_body(mut current: Value, update: &UpdateArgs) -> Result<Value, String> {
+    let o = &update.options;
+    let set = |body: &mut Value, field: &str, value: Option<&String>| {
+        if let Some(value) = value {
+            body[field] = json!(value);
+        }
+    };
+    set(&mut current, "url", update.url.as_ref());
+    set(&mut current, "description", o.description.as_ref());
+    set(&mut current, "team_owner", o.team.as_ref());
+    set(&mut current, "method", o.method.as_ref());
+    set(&mut current, "body", o.body.as_ref());
+    set(&mut current, "proxy_url", o.proxy.as_ref());
+    let secret = update.secret.clone().or_else(|| env_var(SECRET_VARIABLE));
+    set(&mut current, "secret", secret.as_ref());
+    if update.no_body {
+        current["body"] = json!("");
+    }
+    if update.no_proxy {
+        current["proxy_url"] = json!("");
+    }
+    if o.insecure {
+        current["insecure"] = json!(true);
+    }
+    if update.secure {
+        current["insecure"] = json!(false);
+    }
+    if update.disable {
+        current["disabled"] = json!(true);
+    }
+    if update.enable {
+        current["disabled"] = json!(false);
+    }
+    if update.no_headers {
+        current["headers"] = json!({});
+    }
+    if !o.headers.is_empty() {
+        let mut headers = current["headers"].as_object().cloned().unwrap_or_default();
+        // A header given replaces that header's values.
+        for (name, values) in headers_of(&o.headers)? {
+            headers.insert(name, values);
+        }
+        current["headers"] = Value::Object(headers);
+    }
+    let filter = current
+        .get_mut("event_filter")
+        .filter(|f| f.is_object())
+        .map(std::mem::take)
+        .unwrap_or_else(|| json!({}));
+    let mut filter = filter;
+    if update.no_filters {
+        for list in [
+            "kind_types",
+            "kind_names",
+            "target_types",
+            "target_values",
+            "sources",
+        ] {
+            filter[list] = json!([]);
+        }
+    }
+    for (list, given) in [
+        ("kind_types", &o.kind_types),
+        ("kind_names", &o.kind_names),
+        ("target_types", &o.target_types),
+        ("target_values", &o.target_values),
+        ("sources", &o.sources),
+    ] {
+        if !given.is_empty() {
+            filter[list] = json!(given);
+        }
+    }
+    if o.success_only {
+        filter["success_only"] = json!(true);
+        filter["error_only"] = json!(false);
+    }
+    if o.error_only {
+        filter["error_only"] = json!(true);
+        filter["success_only"] = json!(false);
+    }
+    if update.any_outcome {
+        filter["error_only"] = json!(false);
+        filter["success_only"] = json!(false);
+    }
+    current["event_filter"] = filter;
+    Ok(current)
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn filter_summary(filter: &Value) -> String {
+    let mut parts = Vec::new();
+    for (label, list) in [
+        ("source", "sources"),
+        ("kind-type", "kind_types"),
+        ("kind-name", "kind_names"),
+        ("target-type", "target_types"),
+        ("target-value", "target_values"),
+    ] {
+        if let Some(values) = filter[list].as_array().filter(|v| !v.is_empty()) {
+            let values: Vec<String> = values.iter().map(cell).collect();
+            parts.push(format!("{label}={}", values.join("|")));
+        }
+    }
+    if filter["error_only"] == true {
+        parts.push("error-only".into());
+    }
+    if filter["success_only"] == true {
+        parts.push("success-only".into());
+    }
+    if parts.is_empty() {
+        "every event".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, text) in widths.iter_mut().zip(row) {
+            *width = (*width).max(text.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+fn webhook_table(list: &Value) -> String {
+    let rows = list
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|w| {
+                    let state = if w["disabled"] == true {
+                        format!("disabled ({})", cell(&w["disabled_reason"]))
+                    } else if w["failing_since"].is_string() {
+                        format!("failing since {}", cell(&w["failing_since"]))
+                    } else {
+                        "enabled".into()
+                    };
+                    vec![
+                        cell(&w["name"]),
+                        format!("{} {}", cell(&w["method"]), cell(&w["url"])),
+                        filter_summary(&w["event_filter"]),
+                        state,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["NAME", "REQUEST", "FILTER", "STATE"], rows)
+}
+
+fn delivery_table(page: &Value) -> String {
+    let rows = page["deliveries"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|d| {
+                    let last = match (&d["last_status"], &d["last_error"]) {
+                        (Value::Number(n), _) => format!("HTTP {n}"),
+                        (_, Value::String(e)) => e.chars().take(60).collect(),
+                        _ => String::new(),
+                    };
+                    let state = if d["dead_lettered"] == true {
+                        "failed (dead-lettered)".to_owned()
+                    } else if d["state"] == "pending" {
+                        format!("pending, next {}", cell(&d["next_attempt_at"]))
+                    } else {
+                        cell(&d["state"])
+                    };
+                    vec![
+                        cell(&d["created_at"]),
+                        cell(&d["id"]),
+                        format!("{}/{}", cell(&d["source"]), cell(&d["event_id"])),
+                        state,
+                        cell(&d["attempts"]),
+                        last,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(
+        &["CREATED", "ID", "EVENT", "STATE", "ATTEMPTS", "LAST"],
+        rows,
+    )
+}
+
+/// An answer of the API.
+struct Answer {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Answer {
+    /// The body of a 2xx; otherwise the API's message as the error.
+    fn ok(self) -> Result<Value, String> {
+        if self.status.is_success() {
+            return Ok(self.body);
+        }
+        let message = self.body["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| cell(&self.body));
+        Err(format!("{}: {message}", self.status))
+    }
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+struct Client {
+    base: String,
+    token: String,
+    http: HttpClient,
+}
+
+impl Client {
+    fn new(hub: &str, token: String) -> Result<Client, String> {
+        let base = format!("{}/webhooks", hub.trim_end_matches('/'));
+        let uri: http::Uri = base
+            .parse()
+            .map_err(|_| format!("--hub {hub}: not a URL"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(format!("--hub {hub}: expected http:// or https://"));
+        }
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| format!("no TLS trust roots: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
+        Ok(Client { base, token, http })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Answer, String> {
+        let url = format!("{}{path}", self.base);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::ACCEPT, "application/json");
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let request = request
+            .body(Full::new(bytes))
+            .map_err(|e| format!("{url}: {e}"))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            let status = response.status();
+            let collected = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?
+                .to_bytes();
+            let body = if collected.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&collected)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&collected).into()))
+            };
+            Ok(Answer { status, body })
+        };
+        tokio::time::timeout(CALL_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("{url}: no answer within {} s", CALL_TIMEOUT.as_secs()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Top,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum Top {
+        Webhooks(WebhooksArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<WebhooksArgs, clap::Error> {
+        let mut argv = vec!["callback-hub", "webhooks"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Top::Webhooks(args) => args,
+        })
+    }
+
+    #[test]
+    fn create_mirrors_tsuru_flags() {
+        let args = parse(&[
+            "create",
+            "slack",
+            "https://hooks.example.com/x",
+            "-d",
+            "alerts",
+            "-t",
+            "ops",
+            "-m",
+            "put",
+            "-H",
+            "X-A=1",
+            "-H",
+            "X-A=2",
+            "-H",
+            "X-B=b=c",
+            "-b",
+            "{{.Kind.Name}}",
+            "--error-only",
+            "--kind-name",
+            "stack",
+            "--kind-type",
+            "stack",
+            "--target-type",
+            "stack",
+            "--target-value",
+            "web",
+            "--source",
+            "stack",
+            "--source",
+            "s3",
+            "--insecure",
+            "--hub",
+            "http://h:1",
+        ])
+        .unwrap();
+        assert_eq!(args.hub.as_deref(), Some("http://h:1"));
+        let WebhooksCommand::Create(create) = args.command else {
+            panic!()
+        };
+        let body = create_body(&create).unwrap();
+        assert_eq!(body["name"], "slack");
+        assert_eq!(body["method"], "put");
+        assert_eq!(body["headers"], json!({"X-A": ["1", "2"], "X-B": ["b=c"]}));
+        assert_eq!(body["event_filter"]["sources"], json!(["stack", "s3"]));
+        assert_eq!(body["event_filter"]["error_only"], true);
+        assert_eq!(body["insecure"], true);
+        assert!(body.get("secret").is_none());
+        assert!(parse(&["create", "a", "https://x", "--error-only", "--success-only"]).is_err());
+        assert!(parse(&["create", "a"]).is_err());
+    }
+
+    #[test]
+    fn update_changes_only_what_is_given() {
+        let current = json!({
+            "name": "slack", "url": "https://a/", "body": "{{.ID}}", "headers": {"X-A": ["1"]},
+            "insecure": true, "disabled": false, "description": "d",
+            "event_filter": {"kind_names": ["stack"], "sources": ["stack"], "error_only": true},
+        });
+        let args = parse(&[
+            "update",
+            "slack",
+            "--url",
+            "https://b/",
+            "--no-body",
+            "-H",
+            "X-B=2",
+            "--source",
+            "s3",
+            "--any-outcome",
+            "--secure",
+            "--disable",
+        ])
+        .unwrap();
+        let WebhooksCommand::Update(update) = args.command else {
+            panic!()
+        };
+        let body = update_body(current, &update).unwrap();
+        assert_eq!(body["url"], "https://b/");
+        assert_eq!(body["body"], "");
+        assert_eq!(body["description"], "d");
+        assert_eq!(body["headers"], json!({"X-A": ["1"], "X-B": ["2"]}));
+        assert_eq!(body["event_filter"]["sources"], json!(["s3"]));
+        assert_eq!(body["event_filter"]["kind_names"], json!(["stack"]));
+        assert_eq!(body["event_filter"]["error_only"], false);
+        assert_eq!(body["insecure"], false);
+        assert_eq!(body["disabled"], true);
+    }
+
+    #[test]
+    fn replay_needs_exactly_one_of_since_and_delivery() {
+        assert!(parse(&["replay", "a"]).is_err());
+        assert!(parse(&["replay", "a", "--since", "2024-01-01", "--delivery", "m"]).is_err());
+        assert!(parse(&["replay", "a", "--delivery", "msg_1"]).is_ok());
+        assert_eq!(
+            normalize_time("2024-01-01").unwrap(),
+            "2024-01-01T00:00:00Z"
+        );
+        assert!(normalize_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn tables_show_state_and_filters() {
+        let list = json!([
+            {"name": "a", "method": "POST", "url": "https://a/", "event_filter": {}, "disabled": false},
+            {"name": "b", "method": "PUT", "url": "https://b/", "disabled": true, "disabled_reason": "gone",
+             "event_filter": {"sources": ["s3", "stack"], "error_only": true}},
+        ]);
+        let text = webhook_table(&list);
+        assert!(text.contains("every event"), "{text}");
+        assert!(text.contains("source=s3|stack error-only"), "{text}");
+        assert!(text.contains("disabled (gone)"), "{text}");
+        assert_eq!(encode_query("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    hub_core::lambda::run_events(webhook_fanout::build).await
+}
