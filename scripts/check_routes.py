@@ -37,17 +37,31 @@ def served_by(served: set[tuple[str, str]], method: str, path: str) -> bool:
     return False
 
 
+# Interface routes whose open issue has not landed yet, with that issue. A route listed here that
+# the template does serve fails the check too, so the list cannot outlive the work.
+PENDING = {
+    "GET /console": "issue 20, the web console",
+}
+
+
 def main() -> int:
     served = template_routes()
+    routes = [f"{method} {path}" for method, path in interface_routes()]
     missing = [
-        f"{method} {path}"
-        for method, path in interface_routes()
-        if not served_by(served, method, path)
+        route
+        for route in routes
+        if not served_by(served, *route.split(" ", 1)) and route not in PENDING
     ]
+    stale = [route for route in PENDING if served_by(served, *route.split(" ", 1))]
     if missing:
         print("template.yaml does not serve: " + ", ".join(missing), file=sys.stderr)
+    if stale:
+        print("served now, remove from PENDING: " + ", ".join(stale), file=sys.stderr)
+    if missing or stale:
         return 1
-    print(f"{len(interface_routes())} interface routes, all served")
+    pending = [route for route in routes if route in PENDING]
+    print(f"{len(routes) - len(pending)} interface routes served", end="")
+    print("".join(f"; {route} pending ({PENDING[route]})" for route in pending))
     return 0
 
 
