@@ -7,6 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export HUB_CACHE="${HUB_CACHE:-$HOME/.cache/callback-hub}"
 # The build cache lives outside the clone, so every fresh clone reuses it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HUB_CACHE/target}"
+# No incremental artifacts: they only speed up edit-compile loops, and in a cache reused by every
+# run they grow by gigabytes a day.
+export CARGO_INCREMENTAL=0
 export SAM_CLI_TELEMETRY=0
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 

@@ -17,17 +17,24 @@
 //! Other items may share the table (a function's own bookkeeping) as long as they carry none of the
 //! index attributes, so that they never show up in an event query.
 
+mod cursor;
+mod errors;
+mod item;
+
+use cursor::{decode_cursor, encode_cursor, to_key};
+pub use errors::classify;
+pub use item::{event_to_item, item_to_event};
+use item::{keyed, month_of};
+
 use super::{
     EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, SourceTimeline,
     StoreError, SubjectHistory, TimeRange,
 };
 use crate::event::{format_time, parse_time, Event, Source};
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use std::collections::HashMap;
 
@@ -119,160 +126,6 @@ impl DynamoStore {
             .collect::<Result<Vec<_>, _>>()?;
         Ok((events, output.last_evaluated_key))
     }
-}
-
-fn keyed(source: Source, value: &str) -> String {
-    format!("{}#{}", source.as_str(), value)
-}
-
-fn month_of(at: DateTime<Utc>) -> String {
-    format!("{:04}-{:02}", at.year(), at.month())
-}
-
-fn event_to_item(event: &Event) -> Item {
-    let mut item = Item::new();
-    let mut s = |k: &str, v: String| {
-        item.insert(k.to_owned(), AttributeValue::S(v));
-    };
-    s(TableLayout::PK, keyed(event.source, &event.event_id));
-    s("source", event.source.as_str().to_owned());
-    s("event_id", event.event_id.clone());
-    s("event_type", event.event_type.clone());
-    s("subject", event.subject.clone());
-    s("received_at", format_time(event.received_at));
-    s("payload", event.payload.clone());
-    s(TableLayout::EVENT_KEY, event.order_key());
-    s(
-        TableLayout::SUBJECT_KEY,
-        keyed(event.source, &event.subject),
-    );
-    s(
-        TableLayout::SOURCE_MONTH,
-        keyed(event.source, &month_of(event.event_time())),
-    );
-    if let Some(at) = event.occurred_at {
-        s("occurred_at", format_time(at));
-    }
-    if event.sets_state {
-        s(TableLayout::STATE_KEY, keyed(event.source, &event.subject));
-    }
-    if let Some(alias) = &event.subject_alias {
-        s("subject_alias", alias.clone());
-        s(TableLayout::ALIAS_KEY, keyed(event.source, alias));
-    }
-    if let Some(expires_at) = event.expires_at {
-        item.insert(
-            TableLayout::EXPIRES_AT.to_owned(),
-            AttributeValue::N(expires_at.to_string()),
-        );
-    }
-    item
-}
-
-/// An events-table item as an event (the fan-out reads stream images with it).
-pub fn item_to_event(item: &Item) -> Result<Event, StoreError> {
-    let text = |name: &str| -> Option<&str> {
-        item.get(name)
-            .and_then(|v| v.as_s().ok())
-            .map(String::as_str)
-    };
-    let required = |name: &str| -> Result<&str, StoreError> {
-        text(name).ok_or_else(|| StoreError::Failed(format!("stored item lacks {name}")))
-    };
-    let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
-        text(name)
-            .map(|t| {
-                parse_time(t)
-                    .ok_or_else(|| StoreError::Failed(format!("stored {name} is not RFC 3339")))
-            })
-            .transpose()
-    };
-    let source: Source = required("source")?
-        .parse()
-        .map_err(|e| StoreError::Failed(format!("{e}")))?;
-    Ok(Event {
-        source,
-        event_id: required("event_id")?.to_owned(),
-        event_type: required("event_type")?.to_owned(),
-        subject: required("subject")?.to_owned(),
-        subject_alias: text("subject_alias").map(str::to_owned),
-        sets_state: item.contains_key(TableLayout::STATE_KEY),
-        occurred_at: time("occurred_at")?,
-        received_at: time("received_at")?
-            .ok_or_else(|| StoreError::Failed("stored item lacks received_at".into()))?,
-        payload: required("payload")?.to_owned(),
-        expires_at: item
-            .get(TableLayout::EXPIRES_AT)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok()),
-    })
-}
-
-/// Tells "try again later" (throttling, timeouts, refused connections, 5xx) from other failures.
-pub fn classify<E, R>(err: SdkError<E, R>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    const RETRYABLE_CODES: &[&str] = &[
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "LimitExceededException",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionInProgressException",
-    ];
-    let detail = DisplayErrorContext(&err).to_string();
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable(detail)
-        }
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            if RETRYABLE_CODES.contains(&code) {
-                StoreError::Unavailable(detail)
-            } else {
-                StoreError::Failed(detail)
-            }
-        }
-        _ => StoreError::Failed(detail),
-    }
-}
-
-/// Cursors are the DynamoDB `LastEvaluatedKey` (all string attributes), as base64url JSON.
-/// Only the attributes of the index a query uses are accepted back.
-fn encode_cursor(key: &Item, extra: Option<(&str, &str)>) -> Result<String, StoreError> {
-    let mut map = serde_json::Map::new();
-    for (name, value) in key {
-        let text = value
-            .as_s()
-            .map_err(|_| StoreError::Failed(format!("non-string key attribute {name}")))?;
-        map.insert(name.clone(), serde_json::Value::String(text.clone()));
-    }
-    if let Some((name, value)) = extra {
-        map.insert(name.to_owned(), serde_json::Value::String(value.to_owned()));
-    }
-    Ok(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(map).to_string()))
-}
-
-fn decode_cursor(cursor: &str, allowed: &[&str]) -> Result<HashMap<String, String>, StoreError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| StoreError::BadCursor)?;
-    let map: HashMap<String, String> =
-        serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor)?;
-    if map.is_empty() || map.keys().any(|k| !allowed.contains(&k.as_str())) {
-        return Err(StoreError::BadCursor);
-    }
-    Ok(map)
-}
-
-fn to_key(map: HashMap<String, String>) -> Item {
-    map.into_iter()
-        .map(|(k, v)| (k, AttributeValue::S(v)))
-        .collect()
 }
 
 impl EventWriter for DynamoStore {
@@ -500,6 +353,8 @@ impl SourceTimeline for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use chrono::TimeZone;
 
     fn sample() -> Event {
