@@ -444,30 +444,7 @@ impl SqliteStore {
         let event = event.clone();
         self.with(move |c| {
             let tx = c.transaction().map_err(failed)?;
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO events (source, event_id, event_type, subject, subject_alias, \
-                     sets_state, occurred_at, received_at, payload, expires_at, event_key) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-                     ON CONFLICT (source, event_id) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        event.source.as_str(),
-                        event.event_id,
-                        event.event_type,
-                        event.subject,
-                        event.subject_alias,
-                        i64::from(event.sets_state),
-                        event.occurred_at.map(format_time),
-                        format_time(event.received_at),
-                        event.payload,
-                        event.expires_at,
-                        event.order_key(),
-                    ])
-                })
-                .map_err(failed)?;
-            if inserted != 1 {
+            if !insert_event(&tx, &event)? {
                 return Ok((PutOutcome::Duplicate, None));
             }
             let extra = extra(&tx, &event)?;
@@ -478,35 +455,41 @@ impl SqliteStore {
     }
 }
 
+/// Inserts an event unless one with its `(source, event_id)` exists: whether it was inserted.
+/// One statement, so a duplicate is detected, never written.
+fn insert_event(c: &Connection, event: &Event) -> Result<bool, StoreError> {
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO events (source, event_id, event_type, subject, subject_alias, \
+             sets_state, occurred_at, received_at, payload, expires_at, event_key) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (source, event_id) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                event.source.as_str(),
+                event.event_id,
+                event.event_type,
+                event.subject,
+                event.subject_alias,
+                i64::from(event.sets_state),
+                event.occurred_at.map(format_time),
+                format_time(event.received_at),
+                event.payload,
+                event.expires_at,
+                event.order_key(),
+            ])
+        })
+        .map_err(failed)?;
+    Ok(inserted == 1)
+}
+
 impl EventWriter for SqliteStore {
     async fn put_event(&self, event: &Event) -> Result<PutOutcome, StoreError> {
         hub_core::store::check_event_size(event)?;
         let event = event.clone();
         self.with(move |c| {
-            let inserted = c
-                .prepare_cached(
-                    "INSERT INTO events (source, event_id, event_type, subject, subject_alias, \
-                     sets_state, occurred_at, received_at, payload, expires_at, event_key) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-                     ON CONFLICT (source, event_id) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        event.source.as_str(),
-                        event.event_id,
-                        event.event_type,
-                        event.subject,
-                        event.subject_alias,
-                        i64::from(event.sets_state),
-                        event.occurred_at.map(format_time),
-                        format_time(event.received_at),
-                        event.payload,
-                        event.expires_at,
-                        event.order_key(),
-                    ])
-                })
-                .map_err(failed)?;
-            Ok(if inserted == 1 {
+            Ok(if insert_event(c, &event)? {
                 PutOutcome::Stored
             } else {
                 PutOutcome::Duplicate
