@@ -97,6 +97,10 @@ async fn exchange(
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
+    if path == METRICS_PATH {
+        let response = metrics(routes, http::Request::from_parts(parts, Body::Empty));
+        return into_hyper(response);
+    }
     let read = tokio::time::timeout_at(
         deadline,
         Limited::new(body, routes.max_body_bytes()).collect(),
@@ -148,6 +152,33 @@ async fn exchange(
         millis = started.elapsed().as_millis() as u64,
         "request"
     );
+    into_hyper(response)
+}
+
+/// Where the local server serves its metrics.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// `GET /metrics`: the process's counters in Prometheus text format, behind the API token
+/// (they tell an attacker which secrets are being guessed at and how often).
+fn metrics(routes: &Routes, request: lambda_http::Request) -> lambda_http::Response<Body> {
+    let answer = hub_core::http::require_method(&request, &[http::Method::GET], "GET")
+        .and_then(|()| hub_core::auth::require_api_token(&request, routes.api_token()));
+    match answer {
+        Ok(()) => lambda_http::Response::builder()
+            .status(StatusCode::OK)
+            .header(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .body(Body::Text(
+                hub_core::metrics::Metrics::global().prometheus(),
+            ))
+            .expect("static response parts are valid"),
+        Err(err) => err.into_response(),
+    }
+}
+
+fn into_hyper(response: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = response.into_parts();
     let bytes = match body {
         Body::Empty => Bytes::new(),

@@ -23,6 +23,18 @@ use webhooks::engine::{attempt, AttemptOutcome};
 use webhooks::store::{DeliveryStore, SubscriptionStore};
 use webhooks::Sender;
 
+/// How long the longest-waiting of the deliveries due at `now` has waited; zero when none is
+/// due.
+pub fn oldest_due(
+    due_at: impl Iterator<Item = chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) -> Duration {
+    due_at
+        .min()
+        .and_then(|at| (now - at).to_std().ok())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerConfig {
     /// Attempts in flight at once.
@@ -70,8 +82,13 @@ pub async fn run<S, E>(
         if free > 0 {
             let busy = in_flight.lock().unwrap_or_else(|p| p.into_inner()).len();
             let asked = u32::try_from(busy + free).unwrap_or(u32::MAX);
-            match store.due_deliveries(Utc::now(), asked).await {
+            let now = Utc::now();
+            match store.due_deliveries(now, asked).await {
                 Ok(due) => {
+                    hub_core::metrics::Metrics::global().oldest_pending_delivery(oldest_due(
+                        due.iter().map(|d| d.next_attempt_at),
+                        now,
+                    ));
                     for delivery in due {
                         let Ok(permit) = slots.clone().try_acquire_owned() else {
                             break;

@@ -103,7 +103,7 @@ impl<S: EventWriter, C: Clock> DingTalkHandler<S, C> {
 
         if events::is_url_check(event_type) {
             tracing::info!(event_type, "url check answered");
-            return Ok(self.reply());
+            return Ok(hub_core::metrics::Outcome::Handshake.mark(self.reply()));
         }
         let stored = Event::new(
             Source::Dingtalk,
@@ -116,14 +116,18 @@ impl<S: EventWriter, C: Clock> DingTalkHandler<S, C> {
             self.clock.now(),
         )
         .occurred_at(events::occurred_at(&event));
-        let outcome = self.store.put_event(&stored).await?;
+        let outcome = hub_core::metrics::time_store(self.store.put_event(&stored)).await?;
         tracing::info!(
+            source = "dingtalk",
             event_type,
             event_id = %stored.event_id,
             duplicate = outcome == PutOutcome::Duplicate,
             "dingtalk event accepted"
         );
-        Ok(self.reply())
+        Ok(match outcome {
+            PutOutcome::Stored => self.reply(),
+            PutOutcome::Duplicate => hub_core::metrics::Outcome::Duplicate.mark(self.reply()),
+        })
     }
 
     /// The encrypted "success", with a fresh nonce and the current time in milliseconds.
@@ -143,5 +147,8 @@ impl<S: EventWriter + 'static, C: Clock + 'static> hub_core::http::Handler
 {
     async fn handle(&self, request: Request) -> Response<Body> {
         DingTalkHandler::handle(self, request).await
+    }
+    fn source(&self) -> Option<hub_core::Source> {
+        Some(Source::Dingtalk)
     }
 }

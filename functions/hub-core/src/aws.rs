@@ -3,12 +3,23 @@
 
 use crate::config::{ConfigError, ProcessEnv, Vars};
 use crate::store::DynamoStore;
+use crate::telemetry::xray;
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls;
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::{
+    RuntimeComponents, RuntimeComponentsBuilder,
+};
+use aws_smithy_types::config_bag::ConfigBag;
 use aws_types::sdk_config::SharedCredentialsProvider;
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 use std::str::FromStr;
@@ -74,12 +85,190 @@ fn service_variable(variable: &str, service_id: &str) -> String {
 /// SDK's default would be aws-lc, which costs more bootstrap size for nothing these functions
 /// use. The SDK reads the trust roots when a client is built, at init: most of the init time
 /// `BENCHMARKS.md` measures above hello-world's.
+///
+/// Every call it makes within a sampled request is an X-Ray subsegment ([`Traced`]).
 pub fn https_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https()
+    SharedHttpClient::new(Traced(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https(),
+    ))
+}
+
+/// The SDK's HTTP client, recording each request to an AWS service as an X-Ray subsegment
+/// (`crate::telemetry::xray`). An interceptor would be the SDK's usual hook, but interceptors
+/// belong to each service's client configuration and `SdkConfig` carries none: the HTTP client
+/// is what every client built from a function's `SdkConfig` shares, wherever it is built. It
+/// sees each attempt, so a retried call shows as several subsegments.
+#[derive(Debug)]
+pub struct Traced<C>(pub C);
+
+impl<C: HttpClient> HttpClient for Traced<C> {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(Traced(self.0.http_connector(settings, components)))
+    }
+
+    fn validate_base_client_config(
+        &self,
+        runtime_components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.validate_base_client_config(runtime_components, cfg)
+    }
+
+    fn validate_final_config(
+        &self,
+        runtime_components: &RuntimeComponents,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.validate_final_config(runtime_components, cfg)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
+}
+
+impl HttpConnector for Traced<SharedHttpConnector> {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let Some(context) = xray::current() else {
+            return self.0.call(request);
+        };
+        let mut call = describe(&request);
+        let response = self.0.call(request);
+        HttpConnectorFuture::new(async move {
+            let result = response.await;
+            call.end_time = xray::now();
+            if let Ok(response) = &result {
+                call.status = Some(response.status().as_u16());
+                let headers = response.headers();
+                if let Some(id) = headers
+                    .get("x-amzn-requestid")
+                    .or_else(|| headers.get("x-amz-request-id"))
+                {
+                    call.aws.insert("request_id".into(), id.into());
+                }
+                call.throttled = headers.get("x-amzn-errortype").is_some_and(|t| {
+                    t.contains("Throttl") || t.contains("ProvisionedThroughputExceeded")
+                });
+            }
+            call.send(&context);
+            result
+        })
+    }
+}
+
+/// What an SDK request is, from the request alone: the service and region of its SigV4
+/// credential scope, the operation of its `X-Amz-Target` (JSON protocols: DynamoDB, SSM, SQS)
+/// or of its method and query (S3), and the table, queue or bucket it names.
+fn describe(request: &HttpRequest) -> xray::Call {
+    let headers = request.headers();
+    // `Credential=AKID/20240101/us-east-1/dynamodb/aws4_request`
+    let scope: Vec<&str> = headers
+        .get("authorization")
+        .and_then(|a| a.split("Credential=").nth(1))
+        .map(|c| {
+            c.split([',', ' '])
+                .next()
+                .unwrap_or_default()
+                .split('/')
+                .collect()
+        })
+        .unwrap_or_default();
+    let region = scope.get(2).copied().unwrap_or_default();
+    let service = scope.get(3).copied().unwrap_or_default();
+    let body = request.body().bytes().unwrap_or_default();
+    let mut aws = serde_json::Map::new();
+    let name = match service {
+        "dynamodb" => "DynamoDB",
+        "s3" => "S3",
+        "ssm" => "SSM",
+        "sqs" => "SQS",
+        other => other,
+    };
+    let operation = match headers.get("x-amz-target") {
+        Some(target) => target.rsplit('.').next().unwrap_or(target).to_owned(),
+        None if service == "s3" => s3_operation(request).to_owned(),
+        None => String::new(),
+    };
+    if let Some(table) = json_string(body, "TableName") {
+        aws.insert("table_name".into(), table.into());
+    }
+    if let Some(queue) = json_string(body, "QueueUrl") {
+        aws.insert("queue_url".into(), queue.into());
+    }
+    if service == "s3" {
+        if let Some(bucket) = s3_bucket(request.uri()) {
+            aws.insert("bucket_name".into(), bucket.into());
+        }
+    }
+    aws.insert("operation".into(), operation.into());
+    aws.insert("region".into(), region.into());
+    xray::Call {
+        name: name.to_owned(),
+        namespace: "aws",
+        start_time: xray::now(),
+        aws,
+        ..xray::Call::default()
+    }
+}
+
+/// The string value of a top-level `"key":"…"` of a JSON request body, found without parsing
+/// it (an item may be 400 KB). An attribute named like the key is followed by `{`, and a value
+/// containing the text has its quotes escaped, so neither matches.
+fn json_string(body: &[u8], key: &str) -> Option<String> {
+    let needle = format!("\"{key}\":\"");
+    let start = body
+        .windows(needle.len())
+        .rposition(|w| w == needle.as_bytes())?
+        + needle.len();
+    let end = body[start..].iter().position(|b| *b == b'"')?;
+    std::str::from_utf8(&body[start..start + end])
+        .ok()
+        .map(str::to_owned)
+}
+
+fn s3_operation(request: &HttpRequest) -> &'static str {
+    let query = request.uri().split_once('?').map_or("", |(_, q)| q);
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|pair| pair == name || pair.starts_with(&format!("{name}=")))
+    };
+    let copy = request.headers().get("x-amz-copy-source").is_some();
+    match request.method() {
+        "GET" if has("list-type") => "ListObjectsV2",
+        "GET" => "GetObject",
+        "HEAD" => "HeadObject",
+        "PUT" if has("uploadId") && copy => "UploadPartCopy",
+        "PUT" if has("uploadId") => "UploadPart",
+        "PUT" if copy => "CopyObject",
+        "PUT" => "PutObject",
+        "POST" if has("uploads") => "CreateMultipartUpload",
+        "POST" if has("uploadId") => "CompleteMultipartUpload",
+        "POST" if has("delete") => "DeleteObjects",
+        "DELETE" if has("uploadId") => "AbortMultipartUpload",
+        "DELETE" => "DeleteObject",
+        _ => "",
+    }
+}
+
+/// The bucket of an S3 URL: virtual-hosted (`bucket.s3.region.amazonaws.com`) or path-style
+/// (`host/bucket/key`, as moto and custom endpoints are addressed).
+fn s3_bucket(uri: &str) -> Option<&str> {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = host.split(':').next().unwrap_or(host);
+    if let Some((bucket, _)) = host.split_once(".s3.").or_else(|| host.split_once(".s3-")) {
+        return Some(bucket);
+    }
+    path.split(['/', '?']).next().filter(|b| !b.is_empty())
 }
 
 /// How every SDK client behaves: short timeouts and few retries, because every sender has a

@@ -92,9 +92,16 @@ impl Fetcher for HttpsFetcher {
                 .to_bytes();
             Ok((status, body))
         };
-        tokio::time::timeout(FETCH_TIMEOUT, request)
-            .await
-            .map_err(|_| CertError::Unreachable("timed out".into()))?
+        let fetch = async {
+            tokio::time::timeout(FETCH_TIMEOUT, request)
+                .await
+                .map_err(|_| CertError::Unreachable("timed out".into()))?
+        };
+        // A fetch is a subsegment of a sampled request: a slow certificate host shows in X-Ray.
+        crate::telemetry::xray::remote(url, fetch, |result| {
+            result.as_ref().ok().map(|(status, _)| *status)
+        })
+        .await
     }
 }
 

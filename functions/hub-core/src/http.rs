@@ -12,6 +12,12 @@ use std::sync::Arc;
 /// A function's request handler: what Lambda invokes and the local server routes to.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request) -> impl Future<Output = Response<Body>> + Send;
+
+    /// The sender whose events this handler receives: its requests are counted by source and
+    /// outcome (`crate::metrics`). `None` for routes that receive no events (the API).
+    fn source(&self) -> Option<crate::event::Source> {
+        None
+    }
 }
 
 /// A handler behind a pointer, so that the local server can hold every function's in one table.
@@ -22,7 +28,12 @@ pub fn shared<H: Handler>(handler: H) -> SharedHandler {
     let handler = Arc::new(handler);
     Arc::new(move |request| {
         let handler = handler.clone();
-        Box::pin(async move { handler.handle(request).await })
+        Box::pin(async move {
+            let source = crate::metrics::receiving(handler.source(), &request);
+            crate::metrics::Metrics::global()
+                .observe(source, handler.handle(request))
+                .await
+        })
     })
 }
 

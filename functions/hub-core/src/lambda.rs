@@ -6,10 +6,12 @@
 use crate::aws::{LazyAws, WarmUp};
 use crate::config::{events_table, ConfigError};
 use crate::http::Handler;
+use crate::metrics::{self, Metrics};
 use crate::setup::Setup;
 use crate::store::{DynamoStore, Retained};
 use crate::telemetry;
-use lambda_http::{service_fn, Error, Request};
+use crate::telemetry::xray::{self, TraceContext};
+use lambda_http::{service_fn, Body, Error, Request, RequestExt, Response};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -38,11 +40,30 @@ where
     warm_up.apply(&dynamo).await;
     let store = Retained::new(dynamo, setup.edge().event_ttl_days);
     let handler = Arc::new(build(store, setup).await.map_err(fail_start)?);
+    let metrics = Metrics::global();
     lambda_http::run(service_fn(move |request: Request| {
         let handler = handler.clone();
-        async move { Ok::<_, Error>(handler.handle(request).await) }
+        async move { Ok::<_, Error>(invoke(metrics, handler.as_ref(), request).await) }
     }))
     .await
+}
+
+/// One invocation of an HTTP function, as `run` makes it: the handler's response, counted in
+/// `metrics` under the handler's source.
+/// Its AWS calls and certificate fetches are X-Ray subsegments of the invocation's segment
+/// when it is sampled.
+pub async fn invoke<H: Handler>(
+    metrics: &Metrics,
+    handler: &H,
+    request: Request,
+) -> Response<Body> {
+    let trace = TraceContext::for_invocation(
+        request
+            .lambda_context_ref()
+            .and_then(|context| context.xray_trace_id.as_deref()),
+    );
+    let source = metrics::receiving(handler.source(), &request);
+    xray::in_trace(trace, metrics.observe(source, handler.handle(request))).await
 }
 
 /// A function of one non-HTTP event (a stream batch, an SQS batch, a schedule) to one response.
@@ -69,7 +90,10 @@ where
     lambda_http::lambda_runtime::run(lambda_http::lambda_runtime::service_fn(
         move |event: lambda_http::lambda_runtime::LambdaEvent<E>| {
             let handler = handler.clone();
-            async move { handler.handle(event.payload).await }
+            let trace = TraceContext::for_invocation(event.context.xray_trace_id.as_deref());
+            // Boxed: the handler's future nests deep enough (the SQS batch's joined attempts)
+            // that wrapping it unboxed passes the compiler's layout depth limit.
+            async move { xray::in_trace(trace, Box::pin(handler.handle(event.payload))).await }
         },
     ))
     .await

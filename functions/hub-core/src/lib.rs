@@ -2,7 +2,7 @@
 //! sender. The event model and the event store's capabilities (with their DynamoDB store), config
 //! primitives and the per-function [`setup::Setup`], shared-secret authentication, the HTTP edge,
 //! the signing-certificate fetcher and cache, AWS client set-up, the Lambda entry point,
-//! telemetry and a clock.
+//! telemetry (logs, metrics, traces) and a clock.
 
 pub mod auth;
 pub mod aws;
@@ -12,6 +12,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod lambda;
+pub mod metrics;
 pub mod setup;
 pub mod store;
 pub mod telemetry;

@@ -108,15 +108,20 @@ impl<S: EventWriter, C: Clock, F: Fetcher> MnsHandler<S, C, F> {
         )
         // In range: `body::parse` refuses times that `time_from_millis` cannot represent.
         .occurred_at(notification.publish_time.and_then(time_from_millis));
-        let outcome = self.store.put_event(&event).await?;
+        let outcome = hub_core::metrics::time_store(self.store.put_event(&event)).await?;
         tracing::info!(
-            message_id = %event.event_id,
+            source = "mns",
+            event_id = %event.event_id,
             topic = %event.subject,
             format = notification.format.as_str(),
             duplicate = outcome == PutOutcome::Duplicate,
             "mns message accepted"
         );
-        Ok(empty_response(StatusCode::NO_CONTENT))
+        let response = empty_response(StatusCode::NO_CONTENT);
+        Ok(match outcome {
+            PutOutcome::Stored => response,
+            PutOutcome::Duplicate => hub_core::metrics::Outcome::Duplicate.mark(response),
+        })
     }
 }
 
@@ -128,6 +133,9 @@ where
 {
     async fn handle(&self, request: Request) -> Response<Body> {
         MnsHandler::handle(self, request).await
+    }
+    fn source(&self) -> Option<hub_core::Source> {
+        Some(Source::Mns)
     }
 }
 

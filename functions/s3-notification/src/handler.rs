@@ -104,10 +104,10 @@ where
         let handshake =
             VkHandshake::parse(object).map_err(|e| ApiError::bad_request(e.to_string()))?;
         tracing::info!(bucket = handshake.bucket(), "VK webhook handshake answered");
-        Ok(json_response(
+        Ok(hub_core::metrics::Outcome::Handshake.mark(json_response(
             StatusCode::OK,
             &json!({"signature": handshake.signature(url.expose())}),
-        ))
+        )))
     }
 
     /// VK records, or an S3 body without an envelope, already authenticated by the token.
@@ -129,10 +129,10 @@ where
         }
         let message = match self.sns.receive(body).await? {
             Received::Handshake => {
-                return Ok(json_response(
+                return Ok(hub_core::metrics::Outcome::Handshake.mark(json_response(
                     StatusCode::OK,
                     &json!({"status": "confirmed"}),
-                ))
+                )))
             }
             Received::Notification(message) => message,
         };
@@ -163,13 +163,16 @@ where
         )
         .occurred_at(test.time)
         .history_only();
-        let outcome = self.store.put_event(&event).await?;
-        tracing::info!(outcome = outcome_str(outcome), bucket = %test.bucket, "S3 test event accepted");
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({"status": outcome_str(outcome), "records": [
-                {"event_id": event.event_id, "event_type": TestEvent::EVENT_TYPE, "outcome": outcome_str(outcome)}
-            ]}),
+        let outcome = hub_core::metrics::time_store(self.store.put_event(&event)).await?;
+        tracing::info!(source = "s3", event_id = %event.event_id, outcome = outcome_str(outcome), bucket = %test.bucket, "S3 test event accepted");
+        Ok(marked(
+            outcome,
+            json_response(
+                StatusCode::OK,
+                &json!({"status": outcome_str(outcome), "records": [
+                    {"event_id": event.event_id, "event_type": TestEvent::EVENT_TYPE, "outcome": outcome_str(outcome)}
+                ]}),
+            ),
         ))
     }
 
@@ -201,7 +204,7 @@ where
                 received_at,
             )
             .occurred_at(record.event_time);
-            let outcome = self.store.put_event(&event).await?;
+            let outcome = hub_core::metrics::time_store(self.store.put_event(&event)).await?;
             results.push((event.event_id, outcome, None::<MirrorOutcome>));
         }
         if let Some(mirror) = &self.mirror {
@@ -212,6 +215,7 @@ where
                     // `failed`, and the error line is what the MirrorFailed alarm counts.
                     Err(MirrorError::Refused(detail)) => {
                         tracing::error!(
+                            source = "s3",
                             bucket = %record.bucket,
                             event_id = %event_id,
                             origin = origin.as_str(),
@@ -223,6 +227,7 @@ where
                     }
                     Err(err) => return Err(mirror_error(err)),
                 };
+                hub_core::metrics::mirror(outcome.as_str());
                 *mirrored = Some(outcome);
             }
         }
@@ -232,6 +237,7 @@ where
             .zip(records)
             .map(|((event_id, outcome, mirrored), record)| {
                 tracing::info!(
+                    source = "s3",
                     outcome = outcome_str(*outcome),
                     mirror = mirrored.map(MirrorOutcome::as_str),
                     event_type = %record.event_name,
@@ -250,13 +256,18 @@ where
                 entry
             })
             .collect();
-        Ok(json_response(
+        let response = json_response(
             StatusCode::OK,
             &json!({
                 "status": if any_stored { "stored" } else { "duplicate" },
                 "records": entries,
             }),
-        ))
+        );
+        Ok(if any_stored {
+            response
+        } else {
+            hub_core::metrics::Outcome::Duplicate.mark(response)
+        })
     }
 }
 
@@ -270,6 +281,18 @@ where
 {
     async fn handle(&self, request: Request) -> Response<Body> {
         S3Handler::handle(self, request).await
+    }
+
+    fn source(&self) -> Option<hub_core::Source> {
+        Some(Source::S3)
+    }
+}
+
+/// A reply whose only event was already stored counts as a duplicate.
+fn marked(outcome: PutOutcome, response: Response<Body>) -> Response<Body> {
+    match outcome {
+        PutOutcome::Stored => response,
+        PutOutcome::Duplicate => hub_core::metrics::Outcome::Duplicate.mark(response),
     }
 }
 

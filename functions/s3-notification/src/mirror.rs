@@ -213,7 +213,7 @@ impl<T: ObjectTransfer, L: MirrorLedger> Mirror<T, L> {
         origin: Origin,
     ) -> Result<MirrorOutcome, MirrorError> {
         if !self.sources.contains(&record.bucket) {
-            tracing::warn!(bucket = %record.bucket, "bucket not in MIRROR_SOURCE_BUCKETS, not mirrored");
+            tracing::warn!(source = "s3", event_id, bucket = %record.bucket, "bucket not in MIRROR_SOURCE_BUCKETS, not mirrored");
             return Ok(MirrorOutcome::BucketNotAllowed);
         }
         let action = match record.change() {
@@ -230,7 +230,7 @@ impl<T: ObjectTransfer, L: MirrorLedger> Mirror<T, L> {
         let Some(sequencer) = sequencer else {
             // Nothing orders this change against others: make the mirror match the source,
             // which is right whichever order the changes happened in.
-            tracing::info!(bucket = %record.bucket, "record without a usable sequencer, reconciling");
+            tracing::info!(source = "s3", event_id, bucket = %record.bucket, "record without a usable sequencer, reconciling");
             return self.reconcile(record).await;
         };
         let claim = LedgerClaim {
@@ -253,7 +253,7 @@ impl<T: ObjectTransfer, L: MirrorLedger> Mirror<T, L> {
         if !self.ledger.mark_applied(&claim).await? {
             // A newer change was claimed while this one ran, and may have been applied before it.
             // The source is at least as new as that change: converge on it.
-            tracing::info!(bucket = %record.bucket, "mirror change overtaken, reconciling");
+            tracing::info!(source = "s3", event_id, bucket = %record.bucket, "mirror change overtaken, reconciling");
             self.reconcile(record).await?;
         }
         Ok(outcome)

@@ -38,10 +38,10 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         }
         let message = match self.sns.receive(body).await? {
             Received::Handshake => {
-                return Ok(json_response(
+                return Ok(hub_core::metrics::Outcome::Handshake.mark(json_response(
                     StatusCode::OK,
                     &json!({"status": "confirmed"}),
-                ))
+                )))
             }
             Received::Notification(message) => message,
         };
@@ -60,7 +60,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         if !event.is_stack_level() {
             stored = stored.history_only();
         }
-        let outcome = self.store.put_event(&stored).await?;
+        let outcome = hub_core::metrics::time_store(self.store.put_event(&stored)).await?;
         Ok(accepted(outcome, &stored))
     }
 
@@ -100,7 +100,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
                 lifecycle::received_after(latest.as_ref(), now),
             )
             .alias(Some(notification.stack_id.clone()));
-            match self.store.put_event(&event).await? {
+            match hub_core::metrics::time_store(self.store.put_event(&event)).await? {
                 PutOutcome::Stored => return Ok(accepted(PutOutcome::Stored, &event)),
                 // Another delivery took this place first: decide again, against it.
                 PutOutcome::Duplicate => {
@@ -213,11 +213,13 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         .alias(Some(notification.stack_id))
         .history_only();
         tracing::info!(
+            source = "stack",
+            event_id = %event.event_id,
             stack = %event.subject,
             status = %event.event_type,
             "ROS notification older than the stack's latest status: kept as history"
         );
-        let outcome = self.store.put_event(&event).await?;
+        let outcome = hub_core::metrics::time_store(self.store.put_event(&event)).await?;
         Ok(accepted(outcome, &event))
     }
 }
@@ -250,14 +252,19 @@ fn accepted(outcome: PutOutcome, event: &Event) -> Response<Body> {
         PutOutcome::Duplicate => "duplicate",
     };
     tracing::info!(
+        source = "stack",
         outcome = status,
         event_id = %event.event_id,
         stack = %event.subject,
         sets_status = event.sets_state,
         "stack hook accepted"
     );
-    json_response(
+    let response = json_response(
         StatusCode::OK,
         &json!({"status": status, "event_id": event.event_id, "sets_status": event.sets_state}),
-    )
+    );
+    match outcome {
+        PutOutcome::Stored => response,
+        PutOutcome::Duplicate => hub_core::metrics::Outcome::Duplicate.mark(response),
+    }
 }

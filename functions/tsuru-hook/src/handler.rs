@@ -65,7 +65,7 @@ impl<S: EventWriter, C: Clock> TsuruHook<S, C> {
             self.clock.now(),
         )
         .occurred_at(tsuru.occurred_at);
-        let outcome = match self.store.put_event(&event).await {
+        let outcome = match hub_core::metrics::time_store(self.store.put_event(&event)).await {
             Ok(outcome) => outcome,
             Err(err) => {
                 not_stored(&tsuru, &err);
@@ -73,7 +73,8 @@ impl<S: EventWriter, C: Clock> TsuruHook<S, C> {
             }
         };
         tracing::info!(
-            unique_id = %event.event_id,
+            source = "tsuru",
+            event_id = %event.event_id,
             kind = %event.event_type,
             subject = %event.subject,
             failed = tsuru.failed(),
@@ -84,10 +85,14 @@ impl<S: EventWriter, C: Clock> TsuruHook<S, C> {
             PutOutcome::Stored => "stored",
             PutOutcome::Duplicate => "duplicate",
         };
-        Ok(json_response(
+        let response = json_response(
             StatusCode::OK,
             &json!({"status": status, "event_id": event.event_id}),
-        ))
+        );
+        Ok(match outcome {
+            PutOutcome::Stored => response,
+            PutOutcome::Duplicate => hub_core::metrics::Outcome::Duplicate.mark(response),
+        })
     }
 }
 
@@ -96,13 +101,15 @@ impl<S: EventWriter, C: Clock> TsuruHook<S, C> {
 fn not_stored(event: &body::TsuruEvent, err: &StoreError) {
     match err {
         StoreError::TooLarge { .. } => tracing::warn!(
-            unique_id = %event.unique_id,
+            source = "tsuru",
+            event_id = %event.unique_id,
             kind = %event.kind_name,
             error = %err,
             "tsuru event too large to store"
         ),
         _ => tracing::error!(
-            unique_id = %event.unique_id,
+            source = "tsuru",
+            event_id = %event.unique_id,
             kind = %event.kind_name,
             subject = %event.subject(),
             error = %err,
@@ -119,6 +126,9 @@ where
 {
     async fn handle(&self, request: Request) -> Response<Body> {
         TsuruHook::handle(self, request).await
+    }
+    fn source(&self) -> Option<hub_core::Source> {
+        Some(Source::Tsuru)
     }
 }
 
@@ -384,7 +394,8 @@ mod tests {
             .find(|line| line["message"] == NOT_STORED_LOG)
             .unwrap_or_else(|| panic!("no error line: {text}"));
         assert_eq!(lost["level"], "ERROR");
-        assert_eq!(lost["unique_id"], ID);
+        assert_eq!(lost["event_id"], ID);
+        assert_eq!(lost["source"], "tsuru");
         assert_eq!(lost["subject"], "app/myapp");
         assert!(!text.contains(TOKEN), "{text}");
         assert!(

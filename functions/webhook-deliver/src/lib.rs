@@ -297,6 +297,15 @@ where
             .store
             .due_deliveries(now - SWEEP_GRACE, SWEEP_LIMIT)
             .await?;
+        // The backlog alarm's metric: how long the oldest delivery past its grace has been due
+        // (zero when none is).
+        let oldest = overdue
+            .iter()
+            .map(|d| d.next_attempt_at)
+            .min()
+            .and_then(|at| (now - at).to_std().ok())
+            .unwrap_or_default();
+        hub_core::metrics::Metrics::global().oldest_pending_delivery(oldest);
         let ids: Vec<String> = overdue.into_iter().map(|d| d.id).collect();
         if !ids.is_empty() {
             self.queues.requeue(&ids).await?;

@@ -23,6 +23,7 @@ use crate::template::render_body;
 use crate::view::EventView;
 use chrono::{DateTime, TimeDelta, Utc};
 use hub_core::event::{Event, Source};
+use hub_core::metrics::{DeliveryOutcome, Metrics};
 use hub_core::store::EventLookup;
 use rand::RngCore;
 use std::str::FromStr;
@@ -234,11 +235,20 @@ where
     tracing::info!(
         delivery = %next.id,
         subscription = %next.subscription,
+        source = %next.source,
+        event_id = %next.event_id,
         attempt = next.attempts,
         status = ?sent.status,
         ?verdict,
         "delivery attempt"
     );
+    // Counted once recorded: a conflicting worker's attempt is the other worker's to count.
+    let counted = match reason {
+        None if next.state == DeliveryState::Delivered => DeliveryOutcome::Delivered,
+        None => DeliveryOutcome::Retrying,
+        Some(_) => DeliveryOutcome::Failed,
+    };
+    Metrics::global().delivery(counted, std::time::Duration::from_millis(sent.latency_ms));
     Ok(match reason {
         None if next.state == DeliveryState::Delivered => AttemptOutcome::Delivered {
             delivery: next,

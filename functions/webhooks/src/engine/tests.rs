@@ -647,3 +647,28 @@ fn plans_follow_the_filters_and_skip_disabled_subscriptions() {
         .collect();
     assert_eq!(planned, ["errors", "stack-update"]);
 }
+
+/// The process's delivery attempts counted with `outcome` so far (`GET /metrics`'s counter).
+fn attempts_counted(outcome: &str) -> u64 {
+    let text = hub_core::metrics::Metrics::global().prometheus();
+    let prefix = format!("callback_hub_delivery_attempts_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+}
+
+#[tokio::test]
+async fn each_recorded_attempt_is_counted_by_outcome() {
+    let receiver = Receiver::start(SECRET, Script::fail_then_succeed(1, 500)).await;
+    let world = World::new(lan());
+    world.subscribe("hook", &receiver.url(), json!({})).await;
+    let delivery = world.one_delivery("e-metrics").await;
+    // Other tests of this binary attempt deliveries at the same time: counters only grow.
+    let (retrying, delivered) = (attempts_counted("retrying"), attempts_counted("delivered"));
+    let outcomes = world.run_to_end(&delivery.id, t0()).await;
+    assert!(matches!(outcomes[0], AttemptOutcome::Retrying { .. }));
+    assert!(matches!(outcomes[1], AttemptOutcome::Delivered { .. }));
+    assert!(attempts_counted("retrying") > retrying);
+    assert!(attempts_counted("delivered") > delivered);
+}
