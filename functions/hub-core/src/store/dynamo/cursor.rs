@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 /// Cursors are the DynamoDB `LastEvaluatedKey` (all string attributes), as base64url JSON.
 /// Only the attributes of the index a query uses are accepted back.
-pub(super) fn encode_cursor(key: &Item, extra: Option<(&str, &str)>) -> Result<String, StoreError> {
+pub fn encode_cursor(key: &Item, extra: Option<(&str, &str)>) -> Result<String, StoreError> {
     let mut map = serde_json::Map::new();
     for (name, value) in key {
         let text = value
@@ -23,7 +23,7 @@ pub(super) fn encode_cursor(key: &Item, extra: Option<(&str, &str)>) -> Result<S
     Ok(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(map).to_string()))
 }
 
-pub(super) fn decode_cursor(
+pub fn decode_cursor(
     cursor: &str,
     allowed: &[&str],
 ) -> Result<HashMap<String, String>, StoreError> {
@@ -38,7 +38,7 @@ pub(super) fn decode_cursor(
     Ok(map)
 }
 
-pub(super) fn to_key(map: HashMap<String, String>) -> Item {
+pub fn to_key(map: HashMap<String, String>) -> Item {
     map.into_iter()
         .map(|(k, v)| (k, AttributeValue::S(v)))
         .collect()
