@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmarks: builds every function's release bootstrap and the hello-world baseline, runs
 # the criterion micro-benchmarks, then runs each bootstrap under the Lambda Runtime API emulator
-# against moto (bench/harness) and writes BENCHMARKS.md.
+# against moto (bench/harness), measures outbound webhooks on the local server (bench-webhooks)
+# and writes BENCHMARKS.md.
 #
 #   bash scripts/bench.sh                     # everything (about 15 minutes on a warm cache)
 #   bash scripts/bench.sh --no-micro          # skip the criterion benchmarks
@@ -34,7 +35,8 @@ step "python tools (moto)"
 bash scripts/python-env.sh
 
 # One package at a time, as `sam build` builds them: no feature of another crate leaks in.
-for package in hello-world stack-hook dingtalk-callback mns-endpoint s3-notification; do
+for package in hello-world stack-hook dingtalk-callback mns-endpoint s3-notification tsuru-hook \
+               webhook-fanout webhook-deliver callback-hub; do
   step "cargo build --release -p $package"
   cargo build --release --locked -p "$package"
 done
@@ -54,6 +56,12 @@ if ((micro)); then
   criterion_args=(--criterion-dir "$CRITERION_HOME")
 fi
 
+step "outbound webhooks on the local server (bench-webhooks)"
+webhooks_section="$(mktemp)"
+trap 'rm -f "$webhooks_section"' EXIT
+"$CARGO_TARGET_DIR/release/bench-webhooks" --callback-hub "$CARGO_TARGET_DIR/release/callback-hub" \
+  --out "$webhooks_section"
+
 step "runtime emulator runs"
 "$CARGO_TARGET_DIR/release/bench" --bin-dir "$bin_dir" "${criterion_args[@]}" \
-  ${harness_args[@]+"${harness_args[@]}"}
+  --append "$webhooks_section" ${harness_args[@]+"${harness_args[@]}"}

@@ -9,6 +9,7 @@ mod proxy;
 mod report;
 mod scenarios;
 mod stats;
+mod webhooks_lambda;
 
 use bytes::Bytes;
 use emulator::RuntimeApi;
@@ -34,6 +35,10 @@ pub struct Options {
     cold_starts: usize,
     criterion_dir: Option<PathBuf>,
     command: String,
+    /// Warm invocations of the webhook fan-out and deliver functions.
+    webhook_batches: usize,
+    /// The local server's webhooks section (`bench-webhooks --out`), appended to the report.
+    append: Vec<PathBuf>,
 }
 
 impl Options {
@@ -46,6 +51,8 @@ impl Options {
             cold_starts: 20,
             criterion_dir: None,
             command: "bash scripts/bench.sh".into(),
+            webhook_batches: 20,
+            append: Vec::new(),
         };
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -56,6 +63,8 @@ impl Options {
                 "--cold-starts" => options.cold_starts = number(&value()?)?,
                 "--criterion-dir" => options.criterion_dir = Some(value()?.into()),
                 "--command" => options.command = value()?,
+                "--webhook-batches" => options.webhook_batches = number(&value()?)?.max(2),
+                "--append" => options.append.push(value()?.into()),
                 other => return Err(format!("unknown option {other}")),
             }
         }
@@ -199,7 +208,16 @@ async fn run(options: Options) -> Result<(), String> {
         Some(dir) => micro::collect(dir),
         None => Vec::new(),
     };
-    let text = report::render(&bench.options, &all, &measured, &micro);
+    let mut text = report::render(&bench.options, &all, &measured, &micro);
+    eprintln!("bench: outbound webhooks on the Lambda path");
+    text.push('\n');
+    text.push_str(&webhooks_lambda::measure(&mut bench).await?);
+    for section in &bench.options.append {
+        let section =
+            std::fs::read_to_string(section).map_err(|e| format!("{}: {e}", section.display()))?;
+        text.push('\n');
+        text.push_str(&section);
+    }
     std::fs::write(&bench.options.out, &text)
         .map_err(|e| format!("{}: {e}", bench.options.out.display()))?;
     println!("{text}");
@@ -222,8 +240,27 @@ impl Bench {
         api: &RuntimeApi,
         mode: &str,
     ) -> Result<tokio::process::Child, String> {
-        let path = self.options.bin_dir.join(scenario.binary);
-        let log = self.logs.join(format!("{}.log", scenario.binary));
+        let mut env: Vec<(&str, String)> = Vec::new();
+        let vars;
+        if let Some(entry) = scenario.env_entry {
+            vars = hub_tests::fixture_vars(entry);
+            env.extend(vars.iter().map(|(k, v)| (k.as_str(), v.clone())));
+            env.push(("EVENTS_TABLE", self.table.clone()));
+            env.push(("AWS_ENDPOINT_URL", self.proxy.endpoint()));
+            env.push(("DYNAMODB_WARM_UP", mode.to_owned()));
+        }
+        self.spawn_with(scenario.binary, api, &env)
+    }
+
+    /// Spawns `binary` with only what Lambda itself would set, and `env`.
+    fn spawn_with(
+        &self,
+        binary: &str,
+        api: &RuntimeApi,
+        env: &[(&str, String)],
+    ) -> Result<tokio::process::Child, String> {
+        let path = self.options.bin_dir.join(binary);
+        let log = self.logs.join(format!("{binary}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -234,7 +271,7 @@ impl Bench {
         command
             .env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", api.address())
-            .env("AWS_LAMBDA_FUNCTION_NAME", scenario.binary)
+            .env("AWS_LAMBDA_FUNCTION_NAME", binary)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench")
@@ -245,14 +282,8 @@ impl Bench {
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_SESSION_TOKEN", "testing")
             .env("TZ", ":UTC");
-        if let Some(entry) = scenario.env_entry {
-            for (name, value) in hub_tests::fixture_vars(entry) {
-                command.env(name, value);
-            }
-            command
-                .env("EVENTS_TABLE", &self.table)
-                .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
-                .env("DYNAMODB_WARM_UP", mode);
+        for (name, value) in env {
+            command.env(name, value);
         }
         command
             .stdin(Stdio::null())
@@ -351,13 +382,16 @@ impl Bench {
     }
 
     fn failure(&self, scenario: &Scenario, message: &str) -> String {
-        let log = self.logs.join(format!("{}.log", scenario.binary));
+        self.failure_of(scenario.name, scenario.binary, message)
+    }
+
+    fn failure_of(&self, name: &str, binary: &str, message: &str) -> String {
+        let log = self.logs.join(format!("{binary}.log"));
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         format!(
-            "{}: {message}\nlast lines of {}:\n{}",
-            scenario.name,
+            "{name}: {message}\nlast lines of {}:\n{}",
             log.display(),
             tail.join("\n")
         )

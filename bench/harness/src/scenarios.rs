@@ -32,7 +32,7 @@ pub const BASELINE: Scenario = Scenario {
     request: ros_hook,
 };
 
-pub const FUNCTIONS: [Scenario; 5] = [
+pub const FUNCTIONS: [Scenario; 6] = [
     Scenario {
         name: "stack-hook (ROS webhook)",
         binary: "stack-hook",
@@ -67,6 +67,13 @@ pub const FUNCTIONS: [Scenario; 5] = [
         env_entry: Some("S3NotificationFunction"),
         status: 200,
         request: vk_records,
+    },
+    Scenario {
+        name: "tsuru-hook",
+        binary: "tsuru-hook",
+        env_entry: Some("TsuruHookFunction"),
+        status: 200,
+        request: tsuru_event,
     },
 ];
 
@@ -135,4 +142,20 @@ fn vk_records(n: usize) -> Value {
         1_700_000_000 + n as u64,
     );
     fixtures::vk_request(&json!({ "Records": [record] }), &format!("vk-{n}"))
+}
+
+/// A finished `app.deploy` with a Tsuru event id of its own.
+fn tsuru_event(n: usize) -> Value {
+    let id = format!("{n:024x}");
+    let body = fixtures::TsuruEventSample {
+        unique_id: &id,
+        ..fixtures::tsuru_deploy_event()
+    }
+    .to_json();
+    fixtures::tsuru_request(
+        "POST",
+        fixtures::TsuruAuth::Bearer(fixtures::TSURU_WEBHOOK_TOKEN),
+        &body,
+        &format!("tsuru-{n}"),
+    )
 }

@@ -2,8 +2,9 @@
 //! guarantee as the DynamoDB store: a primary key on `(source, event_id)` and one
 //! `INSERT ... ON CONFLICT DO NOTHING` statement, so a duplicate is detected, never written.
 //!
-//! WAL journal with `synchronous = FULL`: a reply is sent only after the event's commit is on
-//! disk, and readers never block the writer.
+//! WAL journal, and a reply is sent only after the event's commit is on disk: every write waits
+//! for a sync of the log that started after its commit, shared by the writes committed
+//! meanwhile (group commit, [`durability`]). Readers never block the writer.
 //!
 //! Writes come first. Every write (the events', and other crates' tables through [`SqliteStore::with`])
 //! goes through one writer connection, entered through a gate with a wait deadline: a write
@@ -19,14 +20,17 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use hub_core::event::{format_time, parse_time, Event, Source};
 use hub_core::store::{
-    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, SourceTimeline,
-    StoreError, SubjectHistory, TimeRange,
+    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, RecentEvents,
+    SourceTimeline, StoreError, SubjectHistory, TimeRange,
 };
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+
+pub mod durability;
+use durability::GroupSync;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -82,6 +86,8 @@ pub struct SqliteStore {
     write_wait: Duration,
     /// `None` for an in-memory database (its connections cannot share it): reads use the writer.
     readers: Option<Arc<Readers>>,
+    /// `None` for an in-memory database, which has nothing to make durable.
+    durability: Option<Arc<GroupSync>>,
 }
 
 /// The read-only connections, and as many permits as there are connections.
@@ -168,6 +174,14 @@ impl SqliteStore {
         create_private(path)?;
         let writer = Connection::open(path).map_err(failed)?;
         let mut store = Self::init(writer)?;
+        // Commits are made durable by the group sync that every write waits for.
+        store
+            .writer
+            .lock()
+            .map_err(poisoned)?
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(failed)?;
+        store.durability = Some(Arc::new(GroupSync::for_wal_of(path)));
         let idle = (0..READERS)
             .map(|_| open_reader(path))
             .collect::<Result<Vec<_>, _>>()?;
@@ -213,13 +227,15 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(connection)),
             write_wait: WRITE_WAIT,
             readers: None,
+            durability: None,
         })
     }
 
     /// Runs `work` on the writer connection off the async threads: SQLite calls block. Other
     /// crates keep their own tables in the same file through it (the mirror ledger, the
     /// webhooks outbox), so that one connection serializes every write. Fails as `Unavailable`
-    /// when the writer is not free within the write deadline.
+    /// when the writer is not free within the write deadline. Returns once what `work`
+    /// committed (and whatever it read) is on disk.
     pub async fn with<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -234,12 +250,22 @@ impl SqliteStore {
             })?
             .map_err(|_| StoreError::Failed("store closed".into()))?;
         let writer = self.writer.clone();
+        let durability = self.durability.clone();
         tokio::task::spawn_blocking(move || {
             // The permit goes with the work: a caller that stops waiting (a request past its
             // deadline) does not free the writer while the work still runs.
-            let _permit = permit;
-            let mut connection = writer.lock().map_err(poisoned)?;
-            work(&mut connection)
+            let (result, commit) = {
+                let mut connection = writer.lock().map_err(poisoned)?;
+                let result = work(&mut connection);
+                (result, durability.as_ref().map(|d| d.committed()))
+            };
+            drop(permit);
+            // Even work that wrote nothing waits: it may have read a commit (a duplicate's
+            // original) whose own writer is still waiting for its sync.
+            if let (Some(durability), Some(commit)) = (&durability, commit) {
+                durability.wait_durable(commit)?;
+            }
+            result
         })
         .await
         .map_err(task_failed)?
@@ -389,11 +415,14 @@ fn paginate(mut events: Vec<Event>, limit: u32) -> Page {
     Page { events, next }
 }
 
-fn encode_cursor(order_key: &str) -> String {
+// Public only for the fuzz targets (fuzz/) and property tests: cursors come from clients.
+#[doc(hidden)]
+pub fn encode_cursor(order_key: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{order_key}"))
 }
 
-fn decode_cursor(cursor: &str) -> Result<String, StoreError> {
+#[doc(hidden)]
+pub fn decode_cursor(cursor: &str) -> Result<String, StoreError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| StoreError::BadCursor)?;
@@ -608,6 +637,64 @@ impl SourceTimeline for SqliteStore {
             inclusive_from,
             page,
         )
+        .await
+    }
+}
+
+/// `from` as a lower bound that admits keys at exactly `from`: any key at `from` sorts after
+/// `from` with its last character lowered.
+fn inclusive_lower(from: DateTime<Utc>) -> String {
+    let from = format_time(from);
+    match from.char_indices().last() {
+        Some((i, _)) => format!("{}{}", &from[..i], char::from(b'Z' - 1)),
+        None => from,
+    }
+}
+
+impl RecentEvents for SqliteStore {
+    async fn events_newest_first(
+        &self,
+        source: Source,
+        range: TimeRange,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        // The upper bound is `?3` (the range end, or the cursor); the lower one is `?2`.
+        const QUERY: &str = "SELECT source, event_id, event_type, subject, subject_alias, \
+            sets_state, occurred_at, received_at, payload, expires_at FROM events \
+            WHERE source = ?1 AND event_key > ?2 AND event_key < ?3 \
+            ORDER BY event_key DESC LIMIT ?4";
+        if range.to <= range.from {
+            return Ok(Page {
+                events: Vec::new(),
+                next: None,
+            });
+        }
+        self.page(
+            QUERY,
+            source.as_str().to_owned(),
+            inclusive_lower(range.from),
+            format_time(range.to),
+            page,
+        )
+        .await
+    }
+
+    async fn count_between(&self, source: Source, range: TimeRange) -> Result<u64, StoreError> {
+        if range.to <= range.from {
+            return Ok(0);
+        }
+        let (low, high) = (inclusive_lower(range.from), format_time(range.to));
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT COUNT(*) FROM events WHERE source = ?1 AND event_key > ?2 \
+                 AND event_key < ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![source.as_str(), low, high], |r| r.get::<_, i64>(0))
+            })
+            .map(|n| n.max(0) as u64)
+            .map_err(failed)
+        })
         .await
     }
 }

@@ -137,9 +137,13 @@ where
         };
         let planned = plan_deliveries(subscriptions, &event, self.clock.now());
         let matched = planned.len();
+        // The conditional creates are independent: made at once, an event's fan-out costs one
+        // round trip rather than one per subscription (BENCHMARKS.md, outbound webhooks on AWS).
+        let creates = planned.iter().map(|d| self.store.create_delivery(d));
+        let results = futures::future::join_all(creates).await;
         let mut created = Vec::new();
-        for delivery in planned {
-            if self.store.create_delivery(&delivery).await? == DeliveryCreate::Created {
+        for (delivery, result) in planned.into_iter().zip(results) {
+            if result? == DeliveryCreate::Created {
                 created.push(delivery.id);
             }
         }
