@@ -44,6 +44,9 @@ step "sam validate --lint"
 step "every interface route is in template.yaml"
 python3 scripts/check_routes.py
 
+step "browser test of the web console (headless Chromium, playwright-core)"
+bash scripts/browser-test.sh
+
 step "sam build (every function, for this machine's architecture)"
 bash scripts/sam-build.sh
 

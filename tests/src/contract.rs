@@ -55,6 +55,7 @@ where
     sources_do_not_mix(&fresh().await).await;
     foreign_cursors_are_refused(&fresh().await).await;
     oversized_events_are_refused_alike(&fresh().await).await;
+    recent_events_are_newest_first_across_months_and_counted(&fresh().await).await;
 }
 
 /// An event over one item's limit is refused as too large by every store (413 at the edge),
@@ -234,6 +235,63 @@ pub async fn timeline_spans_months_oldest_first<S: EventStore>(store: &S) {
     };
     assert!(store
         .events_between(Source::S3, empty, &PageRequest::first(5))
+        .await
+        .unwrap()
+        .events
+        .is_empty());
+}
+
+/// The console's listing: the same range semantics as the timeline (`from` in, `to` out), newest
+/// first across month partitions, paginated; and the counts of its charts agree with it.
+pub async fn recent_events_are_newest_first_across_months_and_counted<S: EventStore>(store: &S) {
+    let times = [
+        at(2023, 11, 30, 23),
+        at(2023, 12, 15, 0),
+        at(2024, 1, 1, 0),
+        at(2024, 1, 31, 23),
+        at(2024, 4, 1, 0),
+    ];
+    for (i, t) in times.iter().enumerate() {
+        store
+            .put_event(&event(Source::S3, &format!("r-{i}"), "b/k", *t))
+            .await
+            .unwrap();
+    }
+    // Another source in the same months must neither be listed nor counted.
+    store
+        .put_event(&event(Source::Mns, "r-other", "b/k", at(2024, 1, 1, 0)))
+        .await
+        .unwrap();
+    let range = TimeRange {
+        from: at(2023, 11, 30, 23),
+        to: at(2024, 4, 1, 0),
+    };
+    let seen =
+        pages_of_two(
+            |page| async move { store.events_newest_first(Source::S3, range, &page).await },
+        )
+        .await;
+    assert_eq!(seen, ["r-3", "r-2", "r-1", "r-0"]);
+    let one_page = store
+        .events_newest_first(Source::S3, range, &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(one_page.events.len(), 4);
+    assert_eq!(one_page.next, None);
+    assert_eq!(store.count_between(Source::S3, range).await.unwrap(), 4);
+    let january = TimeRange {
+        from: at(2024, 1, 1, 0),
+        to: at(2024, 2, 1, 0),
+    };
+    assert_eq!(store.count_between(Source::S3, january).await.unwrap(), 2);
+    assert_eq!(store.count_between(Source::Mns, january).await.unwrap(), 1);
+    let empty = TimeRange {
+        from: at(2025, 1, 1, 0),
+        to: at(2025, 1, 1, 0),
+    };
+    assert_eq!(store.count_between(Source::S3, empty).await.unwrap(), 0);
+    assert!(store
+        .events_newest_first(Source::S3, empty, &PageRequest::first(5))
         .await
         .unwrap()
         .events

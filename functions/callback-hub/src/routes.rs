@@ -49,6 +49,8 @@ struct Route {
 pub struct Routes {
     max_body_bytes: usize,
     table: Vec<Route>,
+    /// The bearer token of `GET /metrics` (the API's); `None` keeps it closed (503).
+    api_token: Option<hub_core::config::Secret>,
 }
 
 impl Routes {
@@ -58,9 +60,13 @@ impl Routes {
         let mut routes = Routes {
             max_body_bytes: setup.edge().max_body_bytes,
             table: Vec::new(),
+            api_token: setup.api_token().await.unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "GET /metrics disabled");
+                None
+            }),
         };
         routes.add(
-            "POST /stacks, GET /stacks/{stack}",
+            "POST /stacks, GET /stacks, GET /stacks/{stack}",
             &[Exact("/stacks"), WithParameter("/stacks")],
             stack_hook::build(store.clone(), setup).await,
         );
@@ -92,6 +98,12 @@ impl Routes {
                 Tree("/1.6/events/webhooks"),
             ],
             webhooks_api::build(store.clone(), setup).await,
+        );
+        // After the webhooks API: `/events/webhooks` is its alias, and the first match wins.
+        routes.add(
+            "GET /console, GET /events, GET /events/stats, GET /events/{source}/{id}",
+            &[Tree("/console"), Tree("/events")],
+            web_console::build(store.clone(), setup).await,
         );
         for (route, status) in routes.status() {
             match status {
@@ -130,6 +142,11 @@ impl Routes {
 
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
+    }
+
+    /// The token that `GET /metrics` requires, if one is configured.
+    pub fn api_token(&self) -> Option<&hub_core::config::Secret> {
+        self.api_token.as_ref()
     }
 
     /// Each route and whether it is enabled (or why not).

@@ -5,8 +5,8 @@ use hub_core::config::ConfigError;
 use hub_core::event::{Event, Source};
 use hub_core::setup::Setup;
 use hub_core::store::{
-    DynamoStore, EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, Retained,
-    SourceTimeline, StoreError, SubjectHistory, TimeRange,
+    DynamoStore, EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome,
+    RecentEvents, Retained, SourceTimeline, StoreError, SubjectHistory, TimeRange,
 };
 use s3_notification::ledger::dynamo::DynamoLedger;
 use s3_notification::ledger::sqlite::SqliteLedger;
@@ -105,6 +105,21 @@ impl LatestState for AnyStore {
         alias: &str,
     ) -> Result<Option<String>, StoreError> {
         delegate!(self, s => s.subject_for_alias(source, alias))
+    }
+}
+
+impl RecentEvents for AnyStore {
+    async fn events_newest_first(
+        &self,
+        source: Source,
+        range: TimeRange,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        delegate!(self, s => s.events_newest_first(source, range, page))
+    }
+
+    async fn count_between(&self, source: Source, range: TimeRange) -> Result<u64, StoreError> {
+        delegate!(self, s => s.count_between(source, range))
     }
 }
 

@@ -7,14 +7,17 @@ use hub_core::auth::require_api_token;
 use hub_core::certs::Fetcher;
 use hub_core::clock::Clock;
 use hub_core::http::{require_method, respond, ApiError, Handler};
-use hub_core::store::{EventLookup, EventWriter, LatestState, SubjectHistory};
+use hub_core::store::{EventLookup, EventWriter, LatestState, RecentEvents, SubjectHistory};
 use lambda_http::{Body, Request, RequestExt, Response};
 use percent_encoding::percent_decode_str;
 use sns::SnsVerifier;
 
 /// What `stack-hook` needs from the store.
-pub trait StackStore: EventWriter + EventLookup + LatestState + SubjectHistory {}
-impl<T: EventWriter + EventLookup + LatestState + SubjectHistory> StackStore for T {}
+pub trait StackStore:
+    EventWriter + EventLookup + LatestState + SubjectHistory + RecentEvents
+{
+}
+impl<T: EventWriter + EventLookup + LatestState + SubjectHistory + RecentEvents> StackStore for T {}
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
@@ -69,8 +72,13 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
 
     async fn dispatch(&self, request: &Request) -> Result<Response<Body>, ApiError> {
         match route(request) {
+            Route::Hooks if matches!(*request.method(), Method::GET | Method::HEAD) => {
+                // The list of stacks is a read like `GET /stacks/{stack}`: the same token.
+                require_api_token(request, self.config.api_token.as_ref())?;
+                self.list(request).await
+            }
             Route::Hooks => {
-                require_method(request, &[Method::POST], "POST")?;
+                require_method(request, &[Method::POST], "GET, HEAD, POST")?;
                 self.receive(request).await
             }
             Route::Stack(stack) => {
@@ -93,6 +101,9 @@ where
 {
     async fn handle(&self, request: Request) -> Response<Body> {
         StackHook::handle(self, request).await
+    }
+    fn source(&self) -> Option<hub_core::Source> {
+        Some(hub_core::Source::Stack)
     }
 }
 
@@ -290,6 +301,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_stack_with_its_latest_status_needs_the_token() {
+        let (hook, _, clock) = hook();
+        assert_eq!(hook.handle(get_with("/stacks", None)).await.status(), 401);
+        let empty = json_of(&hook.handle(get("/stacks")).await);
+        assert_eq!(empty["stacks"], json!([]));
+        for (stack_id, status) in [
+            ("id-web", "CREATE_IN_PROGRESS"),
+            ("id-db", "CREATE_FAILED"),
+            ("id-web", "CREATE_COMPLETE"),
+        ] {
+            clock.advance(chrono::Duration::minutes(1));
+            let name = if stack_id == "id-web" { "web" } else { "db" };
+            let body = format!(
+                r#"{{"StackId":"{stack_id}","StackName":"{name}","Status":"{status}","StatusReason":"","Outputs":[]}}"#
+            );
+            deliver(&hook, &body).await;
+        }
+        let listing = json_of(&hook.handle(get("/stacks")).await);
+        let stacks = listing["stacks"].as_array().unwrap();
+        let summary: Vec<(&str, &str)> = stacks
+            .iter()
+            .map(|s| {
+                (
+                    s["stack_name"].as_str().unwrap(),
+                    s["status"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [("web", "CREATE_COMPLETE"), ("db", "CREATE_FAILED")],
+            "each stack once, with its latest status, the latest change first"
+        );
+        assert_eq!(stacks[0]["terminal"], true);
+        assert_eq!(listing["truncated"], false);
+    }
+
+    #[tokio::test]
     async fn wrong_methods_and_paths() {
         let (hook, _, _) = hook();
         let put = http::Request::builder()
@@ -299,7 +348,7 @@ mod tests {
             .unwrap();
         let response = hook.handle(put).await;
         assert_eq!(response.status(), 405);
-        assert_eq!(response.headers()["allow"], "POST");
+        assert_eq!(response.headers()["allow"], "GET, HEAD, POST");
         let post_stack = http::Request::builder()
             .method("POST")
             .uri("/stacks/web")
@@ -533,6 +582,24 @@ mod tests {
         ) -> Result<hub_core::store::Page, hub_core::store::StoreError> {
             tokio::task::yield_now().await;
             self.0.events_about(source, subject, page).await
+        }
+    }
+    impl RecentEvents for Interleaved {
+        async fn events_newest_first(
+            &self,
+            source: hub_core::event::Source,
+            range: hub_core::store::TimeRange,
+            page: &hub_core::store::PageRequest,
+        ) -> Result<hub_core::store::Page, hub_core::store::StoreError> {
+            tokio::task::yield_now().await;
+            self.0.events_newest_first(source, range, page).await
+        }
+        async fn count_between(
+            &self,
+            source: hub_core::event::Source,
+            range: hub_core::store::TimeRange,
+        ) -> Result<u64, hub_core::store::StoreError> {
+            self.0.count_between(source, range).await
         }
     }
     impl LatestState for Interleaved {

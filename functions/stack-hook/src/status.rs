@@ -1,5 +1,6 @@
 //! `GET /stacks/{stack}`: the latest known status of a stack, by name or id, and its history.
-//! The same functions answer the `callback-hub stacks` command.
+//! The same functions answer the `callback-hub stacks` command. `GET /stacks`: every stack with
+//! its latest status (the console's stacks page).
 
 use crate::handler::{StackHook, StackStore};
 use crate::ros;
@@ -8,7 +9,7 @@ use hub_core::certs::Fetcher;
 use hub_core::clock::Clock;
 use hub_core::event::{format_time, Event, Source};
 use hub_core::http::{json_response, query_param, ApiError};
-use hub_core::store::{PageRequest, StoreError};
+use hub_core::store::{PageRequest, StoreError, TimeRange};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
@@ -52,6 +53,66 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             &json!({"stack_name": subject, "events": events, "next": page.next}),
         ))
     }
+}
+
+/// `GET /stacks` covers the stacks with an event in this many days, newest activity first. The
+/// store has no index of subjects: the list comes from the source's timeline, so its cost is
+/// bounded by [`LIST_MAX_PAGES`] pages of events and [`LIST_MAX_STACKS`] status reads.
+pub const LIST_DAYS: i64 = 90;
+pub const LIST_MAX_STACKS: usize = 100;
+pub const LIST_MAX_PAGES: usize = 20;
+
+impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
+    pub(crate) async fn list(&self, _request: &Request) -> Result<Response<Body>, ApiError> {
+        let (stacks, truncated) = list_stacks(&self.store, self.clock.now()).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"stacks": stacks, "truncated": truncated, "days": LIST_DAYS}),
+        ))
+    }
+}
+
+/// Every stack with an event in the last [`LIST_DAYS`] days, with its latest status, the most
+/// recently active first; and whether the list was cut short by its bounds.
+pub async fn list_stacks<S: StackStore>(
+    store: &S,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Vec<Value>, bool), StoreError> {
+    let range = TimeRange {
+        from: now - chrono::Duration::days(LIST_DAYS),
+        to: now + chrono::Duration::days(1),
+    };
+    let mut subjects: Vec<String> = Vec::new();
+    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+    let mut truncated = true;
+    'pages: for _ in 0..LIST_MAX_PAGES {
+        let result = store
+            .events_newest_first(Source::Stack, range, &page)
+            .await?;
+        for event in result.events {
+            if !subjects.contains(&event.subject) {
+                if subjects.len() == LIST_MAX_STACKS {
+                    break 'pages;
+                }
+                subjects.push(event.subject);
+            }
+        }
+        match result.next {
+            Some(next) => page.cursor = Some(next),
+            None => {
+                truncated = false;
+                break;
+            }
+        }
+    }
+    let mut stacks = Vec::with_capacity(subjects.len());
+    for subject in subjects {
+        // A stack whose events are all history-only (resource events) has no status yet.
+        if let Some(latest) = store.latest_about(Source::Stack, &subject).await? {
+            stacks.push(stack_status(&latest));
+        }
+    }
+    Ok((stacks, truncated))
 }
 
 /// The latest state-setting event of `stack` (a stack name, or else a stack id), if any: one

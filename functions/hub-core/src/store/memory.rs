@@ -2,8 +2,8 @@
 //! be switched to "unavailable" to test how handlers answer an outage.
 
 use super::{
-    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, SourceTimeline,
-    StoreError, SubjectHistory, TimeRange,
+    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, RecentEvents,
+    SourceTimeline, StoreError, SubjectHistory, TimeRange,
 };
 use crate::event::{format_time, Event, Source};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,6 +144,34 @@ impl LatestState for MemoryStore {
             .into_iter()
             .next()
             .map(|e| e.subject))
+    }
+}
+
+impl MemoryStore {
+    /// Newest first, in `[from, to)` by order key, as the real stores compare bare times.
+    fn in_range(&self, source: Source, range: TimeRange) -> Vec<Event> {
+        let (low, high) = (format_time(range.from), format_time(range.to));
+        self.sorted(|e| {
+            let key = e.order_key();
+            e.source == source && key >= low && key <= high
+        })
+    }
+}
+
+impl RecentEvents for MemoryStore {
+    async fn events_newest_first(
+        &self,
+        source: Source,
+        range: TimeRange,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        self.check()?;
+        paginate(self.in_range(source, range), page)
+    }
+
+    async fn count_between(&self, source: Source, range: TimeRange) -> Result<u64, StoreError> {
+        self.check()?;
+        Ok(self.in_range(source, range).len() as u64)
     }
 }
 

@@ -168,14 +168,33 @@ pub trait SourceTimeline: Send + Sync {
     ) -> impl Future<Output = Result<Page, StoreError>> + Send;
 }
 
+/// The events of one source in a time range newest first, and how many there are: what a
+/// console lists and charts. Same range semantics as [`SourceTimeline`] (`[from, to)` on the
+/// event time), and the same kind of opaque cursors.
+pub trait RecentEvents: Send + Sync {
+    fn events_newest_first(
+        &self,
+        source: Source,
+        range: TimeRange,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
+    /// How many events of `source` fall in `range`, without reading their payloads.
+    fn count_between(
+        &self,
+        source: Source,
+        range: TimeRange,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
 /// Every capability together, for code that needs the whole store (the local server, the CLI).
 pub trait EventStore:
-    EventWriter + EventLookup + SubjectHistory + LatestState + SourceTimeline
+    EventWriter + EventLookup + SubjectHistory + LatestState + SourceTimeline + RecentEvents
 {
 }
 
 impl<T> EventStore for T where
-    T: EventWriter + EventLookup + SubjectHistory + LatestState + SourceTimeline
+    T: EventWriter + EventLookup + SubjectHistory + LatestState + SourceTimeline + RecentEvents
 {
 }
 
@@ -230,5 +249,22 @@ impl<T: SourceTimeline + ?Sized> SourceTimeline for std::sync::Arc<T> {
         page: &PageRequest,
     ) -> impl Future<Output = Result<Page, StoreError>> + Send {
         (**self).events_between(source, range, page)
+    }
+}
+impl<T: RecentEvents + ?Sized> RecentEvents for std::sync::Arc<T> {
+    fn events_newest_first(
+        &self,
+        source: Source,
+        range: TimeRange,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page, StoreError>> + Send {
+        (**self).events_newest_first(source, range, page)
+    }
+    fn count_between(
+        &self,
+        source: Source,
+        range: TimeRange,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).count_between(source, range)
     }
 }

@@ -3,8 +3,8 @@
 //! store purges on it).
 
 use super::{
-    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, SourceTimeline,
-    StoreError, SubjectHistory, TimeRange,
+    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, RecentEvents,
+    SourceTimeline, StoreError, SubjectHistory, TimeRange,
 };
 use crate::event::{Event, Source};
 
@@ -83,6 +83,21 @@ impl<S: SourceTimeline> SourceTimeline for Retained<S> {
         page: &PageRequest,
     ) -> Result<Page, StoreError> {
         self.inner.events_between(source, range, page).await
+    }
+}
+
+impl<S: RecentEvents> RecentEvents for Retained<S> {
+    async fn events_newest_first(
+        &self,
+        source: Source,
+        range: TimeRange,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        self.inner.events_newest_first(source, range, page).await
+    }
+
+    async fn count_between(&self, source: Source, range: TimeRange) -> Result<u64, StoreError> {
+        self.inner.count_between(source, range).await
     }
 }
 

@@ -17,7 +17,9 @@
 //! Other items may share the table (a function's own bookkeeping) as long as they carry none of the
 //! index attributes, so that they never show up in an event query.
 
-mod cursor;
+// Public only for the fuzz targets (fuzz/) and property tests: the decoder takes client input.
+#[doc(hidden)]
+pub mod cursor;
 mod errors;
 mod item;
 
@@ -27,8 +29,8 @@ pub use item::{event_to_item, item_to_event};
 use item::{keyed, month_of};
 
 use super::{
-    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, SourceTimeline,
-    StoreError, SubjectHistory, TimeRange,
+    EventLookup, EventWriter, LatestState, Page, PageRequest, PutOutcome, RecentEvents,
+    SourceTimeline, StoreError, SubjectHistory, TimeRange,
 };
 use crate::event::{format_time, parse_time, Event, Source};
 use aws_sdk_dynamodb::error::SdkError;
@@ -347,6 +349,135 @@ impl SourceTimeline for DynamoStore {
                 None => month_start = following,
             }
         }
+    }
+}
+
+/// The first instant of `at`'s month.
+fn month_start(at: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(at.year(), at.month(), 1, 0, 0, 0)
+        .single()
+        .expect("first of a month is a valid UTC time")
+}
+
+impl DynamoStore {
+    /// The `by-source-month` query of one month partition within `range`'s key bounds.
+    fn month_query(
+        &self,
+        source: Source,
+        month: DateTime<Utc>,
+        range: TimeRange,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(TableLayout::BY_SOURCE_MONTH)
+            .key_condition_expression("#h = :h AND #r BETWEEN :lo AND :hi")
+            .expression_attribute_names("#h", TableLayout::SOURCE_MONTH)
+            .expression_attribute_names("#r", TableLayout::EVENT_KEY)
+            .expression_attribute_values(":h", AttributeValue::S(keyed(source, &month_of(month))))
+            .expression_attribute_values(":lo", AttributeValue::S(format_time(range.from)))
+            .expression_attribute_values(":hi", AttributeValue::S(format_time(range.to)))
+    }
+}
+
+impl RecentEvents for DynamoStore {
+    async fn events_newest_first(
+        &self,
+        source: Source,
+        range: TimeRange,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        const KEY_ATTRS: [&str; 4] = [
+            TableLayout::PK,
+            TableLayout::SOURCE_MONTH,
+            TableLayout::EVENT_KEY,
+            "month",
+        ];
+        if range.to <= range.from {
+            return Ok(Page {
+                events: Vec::new(),
+                next: None,
+            });
+        }
+        let limit = page.effective_limit() as usize;
+        // The months are walked backwards from the one holding the range's last instant; the
+        // cursor names an instant of the month to resume in, and the key to resume after.
+        let last_instant = range.to - chrono::Duration::milliseconds(1);
+        let (mut month, mut start) = match page.cursor.as_deref() {
+            None => (last_instant, None),
+            Some(cursor) => {
+                let mut map = decode_cursor(cursor, &KEY_ATTRS)?;
+                let resume = map.remove("month").ok_or(StoreError::BadCursor)?;
+                let resume = parse_time(&resume).ok_or(StoreError::BadCursor)?;
+                if resume < range.from || resume >= range.to {
+                    return Err(StoreError::BadCursor);
+                }
+                (resume, (!map.is_empty()).then(|| to_key(map)))
+            }
+        };
+        let mut events = Vec::new();
+        loop {
+            let output = self
+                .month_query(source, month, range)
+                .scan_index_forward(false)
+                .limit((limit - events.len()) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in output.items() {
+                events.push(item_to_event(item)?);
+            }
+            let previous = month_start(month) - chrono::Duration::milliseconds(1);
+            match output.last_evaluated_key {
+                Some(last) if events.len() >= limit => {
+                    let next = encode_cursor(&last, Some(("month", &format_time(month))))?;
+                    return Ok(Page {
+                        events,
+                        next: Some(next),
+                    });
+                }
+                Some(last) => start = Some(last),
+                None if previous < range.from => return Ok(Page { events, next: None }),
+                None if events.len() >= limit => {
+                    let mut only_month = Item::new();
+                    only_month.insert("month".into(), AttributeValue::S(format_time(previous)));
+                    let next = encode_cursor(&only_month, None)?;
+                    return Ok(Page {
+                        events,
+                        next: Some(next),
+                    });
+                }
+                None => month = previous,
+            }
+        }
+    }
+
+    async fn count_between(&self, source: Source, range: TimeRange) -> Result<u64, StoreError> {
+        if range.to <= range.from {
+            return Ok(0);
+        }
+        let mut count = 0u64;
+        let mut month = range.from;
+        while month < range.to {
+            let mut start = None;
+            loop {
+                let output = self
+                    .month_query(source, month, range)
+                    .select(aws_sdk_dynamodb::types::Select::Count)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                count += output.count.max(0) as u64;
+                match output.last_evaluated_key {
+                    Some(last) => start = Some(last),
+                    None => break,
+                }
+            }
+            month = next_month(month);
+        }
+        Ok(count)
     }
 }
 
