@@ -48,6 +48,8 @@ struct Shared {
     handed_out: Mutex<HashMap<String, Instant>>,
     sequence: AtomicU64,
     function_arn: String,
+    /// The `Lambda-Runtime-Trace-Id` every invocation carries.
+    trace_header: &'static str,
 }
 
 pub struct RuntimeApi {
@@ -60,6 +62,12 @@ pub struct RuntimeApi {
 
 impl RuntimeApi {
     pub async fn start(function_name: &str) -> std::io::Result<RuntimeApi> {
+        RuntimeApi::start_traced(function_name, false).await
+    }
+
+    /// With `sampled`, every invocation's trace header says `Sampled=1`, as for a request
+    /// X-Ray samples.
+    pub async fn start_traced(function_name: &str, sampled: bool) -> std::io::Result<RuntimeApi> {
         let (queue_tx, queue_rx) = unbounded_channel();
         let (polls_tx, polls_rx) = unbounded_channel();
         let (outcomes_tx, outcomes_rx) = unbounded_channel();
@@ -70,6 +78,11 @@ impl RuntimeApi {
             handed_out: Mutex::new(HashMap::new()),
             sequence: AtomicU64::new(0),
             function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{function_name}"),
+            trace_header: if sampled {
+                "Root=1-5e1b4151-5ac6c58f5b1e1b2a3c4d5e6f;Parent=0123456789abcdef;Sampled=1"
+            } else {
+                "Root=1-5e1b4151-5ac6c58f5b1e1b2a3c4d5e6f;Parent=0123456789abcdef;Sampled=0"
+            },
         });
         let (address, server) = http_server::spawn(move |request| {
             let shared = shared.clone();
@@ -185,10 +198,7 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
         .header("lambda-runtime-aws-request-id", &id)
         .header("lambda-runtime-deadline-ms", deadline.to_string())
         .header("lambda-runtime-invoked-function-arn", &shared.function_arn)
-        .header(
-            "lambda-runtime-trace-id",
-            "Root=1-5e1b4151-5ac6c58f5b1e1b2a3c4d5e6f;Parent=0123456789abcdef;Sampled=0",
-        )
+        .header("lambda-runtime-trace-id", shared.trace_header)
         .body(Full::new(event))
         .expect("a valid response");
     shared

@@ -9,6 +9,7 @@ mod proxy;
 mod report;
 mod scenarios;
 mod stats;
+mod tracing_cost;
 mod webhooks_lambda;
 
 use bytes::Bytes;
@@ -209,9 +210,15 @@ async fn run(options: Options) -> Result<(), String> {
         None => Vec::new(),
     };
     let mut text = report::render(&bench.options, &all, &measured, &micro);
+    // Before the webhooks run, which drops the events table when it is done with it.
+    eprintln!("bench: the cost of X-Ray tracing");
+    let traced = [&scenarios::FUNCTIONS[0], &scenarios::FUNCTIONS[5]];
+    let tracing = tracing_cost::measure(&mut bench, &traced).await?;
     eprintln!("bench: outbound webhooks on the Lambda path");
     text.push('\n');
     text.push_str(&webhooks_lambda::measure(&mut bench).await?);
+    text.push('\n');
+    text.push_str(&tracing);
     for section in &bench.options.append {
         let section =
             std::fs::read_to_string(section).map_err(|e| format!("{}: {e}", section.display()))?;
