@@ -47,7 +47,7 @@ criterion_args=()
 if ((micro)); then
   export CRITERION_HOME="$HUB_CACHE/criterion"
   rm -rf "$CRITERION_HOME"
-  for target in hub-core:sns dingtalk-callback:crypto mns-endpoint:verify \
+  for target in sns:verify dingtalk-callback:crypto mns-endpoint:verify \
                 s3-notification:handshake stack-hook:cloudformation; do
     step "cargo bench -p ${target%%:*} --bench ${target##*:}"
     cargo bench --locked -p "${target%%:*}" --bench "${target##*:}" -- \
