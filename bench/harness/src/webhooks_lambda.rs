@@ -544,7 +544,8 @@ fn render(runs: &[Run], queued: usize, delivered: usize) -> String {
          invocation, so 1,000 deliveries created (conditional puts) and queued (SQS batches of \
          10). **deliver**: one batch of 10 messages received from moto's queue per invocation, \
          each delivery rendered, signed, sent and recorded. *Own* excludes the time requests \
-         spent in the proxy and moto; *CPU* is the process's user+system time over the warm \
+         spent in the proxy and moto (0 when requests overlap, as the fan-out's concurrent creates \
+         do: their summed time exceeds the invocation's); *CPU* is the process's user+system time over the warm \
          invocations (10 ms ticks), per invocation.\n\n\
          | function (per invocation) | init | first invocation | warm p50 | warm p99 | own p50 | AWS requests | CPU | peak RSS |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
