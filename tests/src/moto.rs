@@ -92,7 +92,7 @@ impl Moto {
 /// credentials, and the same timeouts and retries as the functions use.
 pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(hub_core::aws::https_client())
+        .http_client(hub_core::aws::https_client().expect("trust roots"))
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))

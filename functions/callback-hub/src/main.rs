@@ -150,7 +150,9 @@ impl StoreArgs {
             return open_sqlite(db);
         }
         if let Some(table) = Vars::get(vars, "EVENTS_TABLE") {
-            let sdk = hub_core::aws::sdk_config().await;
+            let sdk = hub_core::aws::sdk_config()
+                .await
+                .map_err(|e| e.to_string())?;
             return Ok(AnyStore::Dynamo(hub_core::aws::dynamo_store(&sdk, table)));
         }
         open_sqlite(Path::new("callback-hub.db"))

@@ -8,7 +8,6 @@ use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
 use aws_smithy_runtime_api::client::http::{
@@ -48,7 +47,7 @@ fn lambda_sdk_config_from(vars: &impl Vars) -> Result<SdkConfig, ConfigError> {
         ))
         .timeout_config(timeout_config())
         .retry_config(retry_config())
-        .http_client(https_client())
+        .http_client(https_client()?)
         .service_config(EndpointVariables);
     if let Some(url) = vars.get("AWS_ENDPOINT_URL") {
         builder = builder.endpoint_url(url);
@@ -81,20 +80,15 @@ fn service_variable(variable: &str, service_id: &str) -> String {
     format!("{variable}_{service}")
 }
 
-/// The HTTPS client of every SDK client: rustls on ring with the system's trust roots. The
-/// SDK's default would be aws-lc, which costs more bootstrap size for nothing these functions
-/// use. The SDK reads the trust roots when a client is built, at init: most of the init time
-/// `BENCHMARKS.md` measures above hello-world's.
+/// The HTTPS client of every SDK client: [`crate::sdk_http`], over rustls on ring with the
+/// compiled-in trust roots of [`crate::tls`] (or `AWS_CA_BUNDLE`'s). Fails only when
+/// `AWS_CA_BUNDLE` names a file that holds no certificate.
 ///
 /// Every call it makes within a sampled request is an X-Ray subsegment ([`Traced`]).
-pub fn https_client() -> SharedHttpClient {
-    SharedHttpClient::new(Traced(
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https(),
-    ))
+pub fn https_client() -> Result<SharedHttpClient, ConfigError> {
+    Ok(SharedHttpClient::new(Traced(
+        crate::sdk_http::SdkHttpClient::new()?,
+    )))
 }
 
 /// The SDK's HTTP client, recording each request to an AWS service as an X-Ray subsegment
@@ -289,13 +283,13 @@ pub fn retry_config() -> RetryConfig {
 }
 
 /// The full SDK loader (profiles, SSO, IMDS...): for the local server, which runs anywhere.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client())
+pub async fn sdk_config() -> Result<SdkConfig, ConfigError> {
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client()?)
         .timeout_config(timeout_config())
         .retry_config(retry_config())
         .load()
-        .await
+        .await)
 }
 
 pub fn dynamo_store(config: &SdkConfig, table: impl Into<String>) -> DynamoStore {
@@ -344,7 +338,7 @@ impl LazyAws {
             .get_or_init(|| async {
                 match self.kind {
                     LoaderKind::Lambda => lambda_sdk_config(),
-                    LoaderKind::Full => Ok(sdk_config().await),
+                    LoaderKind::Full => sdk_config().await,
                 }
             })
             .await

@@ -38,10 +38,8 @@ type HttpsClient = hyper_util::client::legacy::Client<
     Empty<Bytes>,
 >;
 
-/// HTTPS GET with the system trust store, a timeout and a size cap. Plain HTTP is refused.
-///
-/// The trust store is read on the first fetch, not at start: reading it (hundreds of files under
-/// `/etc/ssl/certs`) took milliseconds of every start, and pinned certificates never need it.
+/// HTTPS GET with the process's trust roots ([`crate::tls`]), a timeout and a size cap. Plain
+/// HTTP is refused. The client is built on the first fetch: pinned certificates never need it.
 #[derive(Clone, Default)]
 pub struct HttpsFetcher {
     client: Arc<OnceLock<Result<HttpsClient, String>>>,
@@ -55,9 +53,9 @@ impl HttpsFetcher {
     fn client(&self) -> Result<&HttpsClient, CertError> {
         self.client
             .get_or_init(|| {
+                let tls = crate::tls::client_config().map_err(|e| e.to_string())?;
                 let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-                    .map_err(|e| format!("no trust roots: {e}"))?
+                    .with_tls_config(tls)
                     .https_only()
                     .enable_http1()
                     .build();

@@ -13,9 +13,11 @@ pub mod event;
 pub mod http;
 pub mod lambda;
 pub mod metrics;
+pub mod sdk_http;
 pub mod setup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use event::{Event, Source};
 pub use store::{PutOutcome, StoreError};

@@ -515,13 +515,11 @@ fn verified_tls(roots: &Option<Vec<CertificateDer<'static>>>) -> Result<ClientCo
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let config = match roots {
-        None => {
-            use hyper_rustls::ConfigBuilderExt;
-            builder
-                .with_native_roots()
-                .map_err(|e| format!("no trust roots: {e}"))?
-                .with_no_client_auth()
-        }
+        // The compiled-in roots (or AWS_CA_BUNDLE's) that the AWS clients use: no read of
+        // the system store on the first delivery (hub_core::tls).
+        None => builder
+            .with_root_certificates(hub_core::tls::roots().map_err(|e| e.to_string())?)
+            .with_no_client_auth(),
         Some(certificates) => {
             let mut store = RootCertStore::empty();
             for certificate in certificates {
@@ -631,7 +629,7 @@ pub struct SenderConfig {
     pub policy: ValidationPolicy,
     /// The whole attempt: lookup, connect, TLS, request and response headers.
     pub timeout: Duration,
-    /// `None`: the system's trust store. `Some`: exactly these roots (tests, private CAs).
+    /// `None`: the process's roots (`hub_core::tls`). `Some`: exactly these (tests, private CAs).
     pub tls_roots: Option<Vec<CertificateDer<'static>>>,
     pub user_agent: String,
 }
@@ -669,7 +667,7 @@ pub struct Sender {
     config: SenderConfig,
     resolver: Arc<dyn Resolve>,
     clients: Mutex<HashMap<ClientKey, HttpClient>>,
-    /// Built on first use: reading the system trust store takes milliseconds.
+    /// Built on first use: deliveries to plain-HTTP receivers never need it.
     verified: OnceLock<Result<ClientConfig, String>>,
 }
 
