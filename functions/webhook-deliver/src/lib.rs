@@ -205,22 +205,27 @@ where
             };
         match outcome {
             AttemptOutcome::Missing => MessageOutcome::Done("no such delivery"),
-            AttemptOutcome::NotPending(DeliveryState::Failed) => {
-                // A dead-lettered delivery whose message is back: the dead-letter send may have
-                // failed after the delivery was marked failed. Sending it again keeps the
-                // dead-letter queue at least once.
+            // A dead-lettered delivery whose message is back: the dead-letter send may have
+            // failed after the delivery was marked failed. And a conflict may be our own write:
+            // one that landed, whose answer was lost, and whose retry by the SDK then failed
+            // the version check (DynamoDB's ClientRequestToken hides that for 10 minutes, not
+            // for ever; RELIABILITY.md, injected faults). Either way the stored delivery says
+            // what happened: a dead-lettered one gets its dead-letter message, at least once.
+            AttemptOutcome::NotPending(DeliveryState::Failed) | AttemptOutcome::Conflict => {
                 match self.store.get_delivery(id).await {
-                    Ok(Some(delivery)) if delivery.dead_lettered => {
+                    Ok(Some(delivery))
+                        if delivery.state == DeliveryState::Failed && delivery.dead_lettered =>
+                    {
                         self.dead_letter(&delivery, now).await
+                    }
+                    Ok(_) if matches!(outcome, AttemptOutcome::Conflict) => {
+                        MessageOutcome::Done("another worker recorded this attempt")
                     }
                     Ok(_) => MessageOutcome::Done("already failed"),
                     Err(error) => MessageOutcome::Failed(error.to_string()),
                 }
             }
             AttemptOutcome::NotPending(_) => MessageOutcome::Done("already delivered"),
-            AttemptOutcome::Conflict => {
-                MessageOutcome::Done("another worker recorded this attempt")
-            }
             AttemptOutcome::NotDue { next_attempt_at } => {
                 self.hide_until(message, id, next_attempt_at, now).await
             }

@@ -283,6 +283,45 @@ async fn a_failed_dead_letter_send_is_retried_when_the_message_returns() {
 }
 
 #[tokio::test]
+async fn a_dead_letter_whose_record_answer_was_lost_is_still_sent() {
+    // The last attempt's record lands, its answer is lost and the retry conflicts: found by
+    // `bench-faults --only reproduce` (RELIABILITY.md). The message was deleted as "another
+    // worker's", and the dead-letter was never sent.
+    let world = world(Script::always(500)).await;
+    let mut outcome = MessageOutcome::Done("");
+    for _ in 0..40 {
+        if world.stored().attempts + 1 == MAX_ATTEMPTS {
+            world.store.lose_record_answers(1);
+        }
+        outcome = world.function.message(&message(&world.delivery.id)).await;
+        match &outcome {
+            MessageOutcome::Hidden(delay) => {
+                world.clock.advance(TimeDelta::from_std(*delay).unwrap())
+            }
+            _ => break,
+        }
+    }
+    let stored = world.stored();
+    assert_eq!(stored.state, DeliveryState::Failed);
+    assert!(stored.dead_lettered);
+    assert_eq!(outcome, MessageOutcome::Done("dead-lettered"));
+    assert_eq!(world.queues.dead_letters.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_conflict_with_a_pending_delivery_leaves_it_to_the_other_worker() {
+    let world = world(Script::always(503)).await;
+    world.store.lose_record_answers(1);
+    let outcome = world.function.message(&message(&world.delivery.id)).await;
+    assert_eq!(
+        outcome,
+        MessageOutcome::Done("another worker recorded this attempt")
+    );
+    assert_eq!(world.stored().state, DeliveryState::Pending);
+    assert!(world.queues.dead_letters.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn messages_that_are_not_deliveries_are_dropped() {
     let world = world(Script::always(200)).await;
     for body in ["", "   ", "msg_doesnotexist", &"x".repeat(500)] {

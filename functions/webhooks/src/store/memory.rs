@@ -23,6 +23,9 @@ struct State {
 pub struct MemoryWebhookStore {
     state: Mutex<State>,
     unavailable: AtomicBool,
+    /// Attempt records to apply and then answer `Conflict` for: a write that landed and whose
+    /// answer was lost, so that the SDK's retry of it failed its own version check.
+    lost_answers: std::sync::atomic::AtomicUsize,
     /// The ids [`DeliveryQueue::deliveries_due`] was told about, in order.
     queued: Mutex<Vec<String>>,
 }
@@ -34,6 +37,11 @@ impl MemoryWebhookStore {
 
     pub fn set_unavailable(&self, unavailable: bool) {
         self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// The next `count` attempt records are applied and then answered `Conflict`.
+    pub fn lose_record_answers(&self, count: usize) {
+        self.lost_answers.store(count, Ordering::SeqCst);
     }
 
     /// Every delivery, by id.
@@ -205,6 +213,12 @@ impl DeliveryStore for MemoryWebhookStore {
                 .entry(delivery.id.clone())
                 .or_default()
                 .push(attempt.clone());
+            let lost = self
+                .lost_answers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if lost.is_ok() {
+                return Ok(DeliveryUpdate::Conflict);
+            }
         }
         Ok(outcome)
     }
