@@ -1,7 +1,7 @@
 //! The HTTP edge shared by every function: raw body (base64-aware), the body cap, query and
 //! header access, and the interface's JSON error bodies.
 
-use crate::store::StoreError;
+use crate::store::{PageRequest, StoreError};
 use http::{header, HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
@@ -189,6 +189,20 @@ pub fn query_param(request: &Request, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+/// A listing's `limit` query parameter (`value`): `default` when absent, else a number in
+/// `1..=PageRequest::MAX_LIMIT`, or 400.
+pub fn limit_param(value: Option<&str>, default: u32) -> Result<u32, ApiError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=PageRequest::MAX_LIMIT).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("limit must be 1..={}", PageRequest::MAX_LIMIT))
+        })
+}
+
 pub fn header_str<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -212,6 +226,20 @@ mod tests {
 
     fn request(body: Body, uri: &str) -> Request {
         http::Request::builder().uri(uri).body(body).unwrap()
+    }
+
+    #[test]
+    fn a_listing_limit_is_its_default_or_within_bounds_or_400() {
+        assert_eq!(limit_param(None, 25).unwrap(), 25);
+        assert_eq!(limit_param(Some("1"), 25).unwrap(), 1);
+        assert_eq!(
+            limit_param(Some("100"), 25).unwrap(),
+            PageRequest::MAX_LIMIT
+        );
+        for bad in ["0", "101", "-1", "ten", "", "4294967296"] {
+            let err = limit_param(Some(bad), 25).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use http::StatusCode;
 use hub_core::certs::Fetcher;
 use hub_core::clock::Clock;
 use hub_core::event::{format_time, Event, Source};
-use hub_core::http::{json_response, query_param, ApiError};
+use hub_core::http::{json_response, limit_param, query_param, ApiError};
 use hub_core::store::{PageRequest, StoreError, TimeRange};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
@@ -29,16 +29,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
     }
 
     async fn history(&self, request: &Request, subject: &str) -> Result<Response<Body>, ApiError> {
-        let limit = match query_param(request, "limit") {
-            None => 25,
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=PageRequest::MAX_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("limit must be 1..={}", PageRequest::MAX_LIMIT))
-                })?,
-        };
+        let limit = limit_param(query_param(request, "limit").as_deref(), 25)?;
         let page = PageRequest {
             limit,
             cursor: query_param(request, "cursor"),

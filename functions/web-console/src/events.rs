@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use http::StatusCode;
 use hub_core::clock::Clock;
 use hub_core::event::{format_time, parse_time, Event, Source};
-use hub_core::http::{json_response, query_param, ApiError};
+use hub_core::http::{json_response, limit_param, query_param, ApiError};
 use hub_core::store::{PageRequest, TimeRange};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
@@ -85,16 +85,7 @@ impl EventQuery {
         if subject.is_some() && sources.len() != 1 {
             return Err(ApiError::bad_request("subject needs a source"));
         }
-        let limit = match non_empty(request, "limit") {
-            None => DEFAULT_LIMIT,
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=PageRequest::MAX_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("limit must be 1..={}", PageRequest::MAX_LIMIT))
-                })?,
-        };
+        let limit = limit_param(non_empty(request, "limit").as_deref(), DEFAULT_LIMIT)?;
         // `until` is inclusive for a user; the store's ranges end before `to`.
         let to = match time_param(request, "until")? {
             Some(until) => until + Duration::milliseconds(1),

@@ -272,6 +272,37 @@ impl SourceTimeline for DynamoStore {
         range: TimeRange,
         page: &PageRequest,
     ) -> Result<Page, StoreError> {
+        self.walk_months(source, range, page, Direction::OldestFirst)
+            .await
+    }
+}
+
+/// The first instant of `at`'s month.
+fn month_start(at: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(at.year(), at.month(), 1, 0, 0, 0)
+        .single()
+        .expect("first of a month is a valid UTC time")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    OldestFirst,
+    NewestFirst,
+}
+
+impl DynamoStore {
+    /// One page of a source's events within `range`, walking its month partitions of the
+    /// `by-source-month` index in `direction`. The cursor names an instant of the month to
+    /// resume in, and the key to resume after within it (none when the page ended exactly at a
+    /// month's end). Both key bounds are bare times: "T#id" sorts after "T", so events at
+    /// exactly `from` are in and events at exactly `to` are out.
+    async fn walk_months(
+        &self,
+        source: Source,
+        range: TimeRange,
+        page: &PageRequest,
+        direction: Direction,
+    ) -> Result<Page, StoreError> {
         const KEY_ATTRS: [&str; 4] = [
             TableLayout::PK,
             TableLayout::SOURCE_MONTH,
@@ -284,39 +315,30 @@ impl SourceTimeline for DynamoStore {
                 next: None,
             });
         }
+        let forward = direction == Direction::OldestFirst;
         let limit = page.effective_limit() as usize;
-        // The cursor names the month to resume in, and the key to resume after within it.
-        let (mut month_start, mut start) = match page.cursor.as_deref() {
-            None => (range.from, None),
+        let first_month = if forward {
+            range.from
+        } else {
+            range.to - chrono::Duration::milliseconds(1)
+        };
+        let (mut month, mut start) = match page.cursor.as_deref() {
+            None => (first_month, None),
             Some(cursor) => {
                 let mut map = decode_cursor(cursor, &KEY_ATTRS)?;
-                let month = map.remove("month").ok_or(StoreError::BadCursor)?;
-                let resume = parse_time(&month).ok_or(StoreError::BadCursor)?;
+                let resume = map.remove("month").ok_or(StoreError::BadCursor)?;
+                let resume = parse_time(&resume).ok_or(StoreError::BadCursor)?;
                 if resume < range.from || resume >= range.to {
                     return Err(StoreError::BadCursor);
                 }
                 (resume, (!map.is_empty()).then(|| to_key(map)))
             }
         };
-        // Both bounds are bare times: "T#id" sorts after "T", so events at exactly `from` are in
-        // and events at exactly `to` are out.
-        let low = format_time(range.from);
-        let high = format_time(range.to);
         let mut events = Vec::new();
         loop {
-            let partition = keyed(source, &month_of(month_start));
             let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(TableLayout::BY_SOURCE_MONTH)
-                .key_condition_expression("#h = :h AND #r BETWEEN :lo AND :hi")
-                .expression_attribute_names("#h", TableLayout::SOURCE_MONTH)
-                .expression_attribute_names("#r", TableLayout::EVENT_KEY)
-                .expression_attribute_values(":h", AttributeValue::S(partition))
-                .expression_attribute_values(":lo", AttributeValue::S(low.clone()))
-                .expression_attribute_values(":hi", AttributeValue::S(high.clone()))
-                .scan_index_forward(true)
+                .month_query(source, month, range)
+                .scan_index_forward(forward)
                 .limit((limit - events.len()) as i32)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -325,18 +347,25 @@ impl SourceTimeline for DynamoStore {
             for item in output.items() {
                 events.push(item_to_event(item)?);
             }
-            let following = next_month(month_start);
-            let resume_month = format_time(month_start);
+            // The month after this one, or an instant of the one before, and whether the
+            // range ends before it.
+            let (following, past_range) = if forward {
+                let following = next_month(month);
+                (following, following >= range.to)
+            } else {
+                let previous = month_start(month) - chrono::Duration::milliseconds(1);
+                (previous, previous < range.from)
+            };
             match output.last_evaluated_key {
                 Some(last) if events.len() >= limit => {
-                    let next = encode_cursor(&last, Some(("month", &resume_month)))?;
+                    let next = encode_cursor(&last, Some(("month", &format_time(month))))?;
                     return Ok(Page {
                         events,
                         next: Some(next),
                     });
                 }
                 Some(last) => start = Some(last),
-                None if following >= range.to => return Ok(Page { events, next: None }),
+                None if past_range => return Ok(Page { events, next: None }),
                 None if events.len() >= limit => {
                     let mut only_month = Item::new();
                     only_month.insert("month".into(), AttributeValue::S(format_time(following)));
@@ -346,20 +375,11 @@ impl SourceTimeline for DynamoStore {
                         next: Some(next),
                     });
                 }
-                None => month_start = following,
+                None => month = following,
             }
         }
     }
-}
 
-/// The first instant of `at`'s month.
-fn month_start(at: DateTime<Utc>) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(at.year(), at.month(), 1, 0, 0, 0)
-        .single()
-        .expect("first of a month is a valid UTC time")
-}
-
-impl DynamoStore {
     /// The `by-source-month` query of one month partition within `range`'s key bounds.
     fn month_query(
         &self,
@@ -387,70 +407,8 @@ impl RecentEvents for DynamoStore {
         range: TimeRange,
         page: &PageRequest,
     ) -> Result<Page, StoreError> {
-        const KEY_ATTRS: [&str; 4] = [
-            TableLayout::PK,
-            TableLayout::SOURCE_MONTH,
-            TableLayout::EVENT_KEY,
-            "month",
-        ];
-        if range.to <= range.from {
-            return Ok(Page {
-                events: Vec::new(),
-                next: None,
-            });
-        }
-        let limit = page.effective_limit() as usize;
-        // The months are walked backwards from the one holding the range's last instant; the
-        // cursor names an instant of the month to resume in, and the key to resume after.
-        let last_instant = range.to - chrono::Duration::milliseconds(1);
-        let (mut month, mut start) = match page.cursor.as_deref() {
-            None => (last_instant, None),
-            Some(cursor) => {
-                let mut map = decode_cursor(cursor, &KEY_ATTRS)?;
-                let resume = map.remove("month").ok_or(StoreError::BadCursor)?;
-                let resume = parse_time(&resume).ok_or(StoreError::BadCursor)?;
-                if resume < range.from || resume >= range.to {
-                    return Err(StoreError::BadCursor);
-                }
-                (resume, (!map.is_empty()).then(|| to_key(map)))
-            }
-        };
-        let mut events = Vec::new();
-        loop {
-            let output = self
-                .month_query(source, month, range)
-                .scan_index_forward(false)
-                .limit((limit - events.len()) as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in output.items() {
-                events.push(item_to_event(item)?);
-            }
-            let previous = month_start(month) - chrono::Duration::milliseconds(1);
-            match output.last_evaluated_key {
-                Some(last) if events.len() >= limit => {
-                    let next = encode_cursor(&last, Some(("month", &format_time(month))))?;
-                    return Ok(Page {
-                        events,
-                        next: Some(next),
-                    });
-                }
-                Some(last) => start = Some(last),
-                None if previous < range.from => return Ok(Page { events, next: None }),
-                None if events.len() >= limit => {
-                    let mut only_month = Item::new();
-                    only_month.insert("month".into(), AttributeValue::S(format_time(previous)));
-                    let next = encode_cursor(&only_month, None)?;
-                    return Ok(Page {
-                        events,
-                        next: Some(next),
-                    });
-                }
-                None => month = previous,
-            }
-        }
+        self.walk_months(source, range, page, Direction::NewestFirst)
+            .await
     }
 
     async fn count_between(&self, source: Source, range: TimeRange) -> Result<u64, StoreError> {
