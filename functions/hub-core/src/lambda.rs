@@ -2,6 +2,11 @@
 //! functions) the events table with retention and its warm-up, the function's own constructor,
 //! then the runtime loop. A configuration error stops the start, naming the variable, so Lambda
 //! reports an init failure instead of the function serving unauthenticated.
+//!
+//! Every function's `main` runs these on tokio's current-thread runtime. Lambda gives a process
+//! one event at a time, so worker threads only add their start-up to init and a hand-off between
+//! threads to every wake-up (the runtime API's answer, each DynamoDB response): BENCHMARKS.md
+//! ("What we changed and what it bought") has the before and after.
 
 use crate::aws::{LazyAws, WarmUp};
 use crate::config::{events_table, ConfigError};

@@ -1,4 +1,5 @@
-#[tokio::main]
+// One event at a time, so one thread: see hub_core::lambda.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     hub_core::lambda::run(stack_hook::build).await
 }
