@@ -6,6 +6,7 @@
 # fuzz/artifacts/<target>/: fix the crate and add a regression test to the normal suite).
 #
 #   bash scripts/fuzz.sh [seconds-per-target] [target ...]
+#   FUZZ_JOBS=2 bash scripts/fuzz.sh 600     # two targets at a time
 #
 # Nightly toolchain, ASan, its own target dir fuzz/target (see RELIABILITY.md).
 set -uo pipefail
@@ -27,8 +28,9 @@ else
     mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 mkdir -p logs
-crashed=0
-for t in "${targets[@]}"; do
+# One target: its run, then its row of the table (logs/<target>.row).
+fuzz_one() {
+    local t="$1" started rc execs last cov ft corpus crashes
     mkdir -p "corpus/$t" "artifacts/$t"
     started="$(date -u +%FT%TZ)"
     echo "fuzzing $t for ${secs}s"
@@ -45,9 +47,23 @@ for t in "${targets[@]}"; do
     if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then
         crashes="exit $rc"
     fi
-    [ "$crashes" != "0" ] && crashed=1
     echo "| $t | ${secs} | ${execs:-?} | ${cov:-?} | ${ft:-?} | $corpus | $crashes | $started |" >"logs/$t.row"
     cat "logs/$t.row"
+}
+# FUZZ_JOBS targets at a time (default 1): each is one process, so two halve the wall time on
+# two cores; each row says how many executions its target got.
+jobs_max="${FUZZ_JOBS:-1}"
+for t in "${targets[@]}"; do
+    rm -f "logs/$t.row"
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n; done
+    fuzz_one "$t" &
+done
+wait
+crashed=0
+for t in "${targets[@]}"; do
+    if ! grep -qE '^\| [^|]+ \| [^|]+ \| [^|]+ \| [^|]+ \| [^|]+ \| [^|]+ \| 0 \|' "logs/$t.row" 2>/dev/null; then
+        crashed=1
+    fi
 done
 
 previous="$(cat results.md 2>/dev/null || true)"

@@ -7,6 +7,7 @@
 #
 #   bash scripts/reliability.sh            # tampering now, fuzz table as last recorded
 #   FUZZ_SECONDS=600 bash scripts/reliability.sh   # also (re)runs every fuzz target first
+#   FAULTS=0 bash scripts/reliability.sh           # skips the injected faults (bench-faults)
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -28,6 +29,79 @@ if ! cargo test -p hub-tests --test properties >"$plog" 2>&1; then
     echo "property test failed:" >&2
     grep -E -A12 "panicked|minimal failing" "$plog" >&2 || tail -40 "$plog" >&2
     failed=1
+fi
+# Sustained load (issue 18 §3): bench-load against the release `callback-hub serve`, LOAD_SECONDS
+# (default 300) at LOAD_RATE slots/s, then LOAD_KILL_SECONDS (default 60) with a SIGKILL and a
+# restart. LOAD_SECONDS=0 skips both and keeps the section RELIABILITY.md already has. A loss, a
+# second item, an accepted or stored tampered request or a missing delivery fails the script.
+load_seconds="${LOAD_SECONDS:-300}"
+if [ "$load_seconds" = "0" ]; then
+    load_section="$(awk '/^## Sustained load/ { on = 1 } on && /^## / && !/^## Sustained load/ { on = 0 } on' RELIABILITY.md 2>/dev/null)"
+    load_section="${load_section:-## Sustained load
+
+Not measured (LOAD_SECONDS=0).}"
+else
+    load_out="$(mktemp)"
+    if ! cargo build --release --locked -p callback-hub -p bench-harness \
+        --bin callback-hub --bin bench-load >"$load_out" 2>&1; then
+        echo "building bench-load failed:" >&2
+        tail -40 "$load_out" >&2
+        failed=1
+        load_section="## Sustained load
+
+Not measured: the release build failed."
+    else
+        if ! "$CARGO_TARGET_DIR/release/bench-load" --callback-hub "$CARGO_TARGET_DIR/release/callback-hub" \
+            --seconds "$load_seconds" --kill-seconds "${LOAD_KILL_SECONDS:-60}" \
+            ${LOAD_RATE:+--rate "$LOAD_RATE"} --out "$load_out" >/dev/null; then
+            echo "bench-load failed (see the Sustained load section)" >&2
+            failed=1
+        fi
+        [ -s "$load_out" ] || printf '## Sustained load\n\nbench-load failed before writing its report.\n' >"$load_out"
+        load_section="$(cat "$load_out")"
+    fi
+    rm -f "$load_out"
+fi
+# Injected faults (issue 18 §4): bench-faults runs the functions' release bootstraps under the
+# Runtime API emulator against moto through a fault-injecting proxy (FAULT_SHARE, default 0.2;
+# FAULT_EVENTS per function, default 200; FAULT_SEED to repeat a run). FAULTS=0 skips it and keeps
+# the section RELIABILITY.md already has. An acknowledged event not stored, an event stored twice,
+# an event given up by a retrying sender, a mirror unequal to its source, or a lost or late
+# delivery fails the script.
+if [ "${FAULTS:-1}" = "0" ]; then
+    faults_section="$(awk '/^## Injected faults/ { on = 1 } on && /^## / && !/^## Injected faults/ { on = 0 } on' RELIABILITY.md 2>/dev/null)"
+    faults_section="${faults_section:-## Injected faults
+
+Not measured (FAULTS=0).}"
+else
+    faults_out="$(mktemp)"
+    faults_log="$(mktemp)"
+    faults_built=1
+    for package in stack-hook dingtalk-callback mns-endpoint s3-notification tsuru-hook webhook-deliver bench-harness; do
+        if ! cargo build --release --locked -p "$package" >>"$faults_log" 2>&1; then
+            echo "building $package for bench-faults failed:" >&2
+            tail -40 "$faults_log" >&2
+            faults_built=0
+            break
+        fi
+    done
+    if [ "$faults_built" = 1 ]; then
+        if ! "$CARGO_TARGET_DIR/release/bench-faults" --bin-dir "$CARGO_TARGET_DIR/release" \
+            ${FAULT_SHARE:+--fault-share "$FAULT_SHARE"} ${FAULT_EVENTS:+--events "$FAULT_EVENTS"} \
+            ${FAULT_SEED:+--seed "$FAULT_SEED"} --out "$faults_out" >/dev/null 2>"$faults_log"; then
+            echo "bench-faults failed (see the Injected faults section):" >&2
+            grep -E "VIOLATION|bench-faults: [a-z]+:|seed" "$faults_log" | tail -20 >&2
+            failed=1
+        fi
+        [ -s "$faults_out" ] || printf '## Injected faults\n\nbench-faults failed before writing its report.\n' >"$faults_out"
+        faults_section="$(cat "$faults_out")"
+    else
+        failed=1
+        faults_section="## Injected faults
+
+Not measured: the release build failed."
+    fi
+    rm -f "$faults_out" "$faults_log"
 fi
 tampering="$(grep -oE 'TAMPERING sender=.*' "$log" | sed -E 's/^TAMPERING sender=([^ ]*) variants=([0-9]*) accepted=([0-9]*) stored=([0-9]*) statuses=(.*)$/| \1 | \2 | \3 | \4 | \5 |/')"
 properties="$(grep -oE 'test result: .*' "$plog" | sed -E 's/^test result: ([a-zA-Z]*)\. ([0-9]*) passed; ([0-9]*) failed.*/\2 passed, \3 failed/')"
@@ -113,13 +187,9 @@ the header is signed; a captured push could be replayed with its message strippe
 one would then be a duplicate. \`mns_endpoint::body::parse\` now checks a present Content-MD5
 against any body (regression: \`body::tests::an_emptied_body_fails_its_content_md5\`, and this test).
 
-## Sustained load
+$load_section
 
-Not yet measured (issue 18 §3).
-
-## Injected faults
-
-Not yet measured (issue 18 §4).
+$faults_section
 HEAD
 } >RELIABILITY.md
 echo "wrote RELIABILITY.md"

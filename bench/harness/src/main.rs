@@ -2,13 +2,16 @@
 //! under the Runtime API emulator against moto, then writes `BENCHMARKS.md`.
 //! `scripts/bench.sh` builds the binaries and runs this; see its header for the options.
 
+mod callgrind;
 mod emulator;
 mod http_server;
 mod micro;
 mod proxy;
+mod python_alt;
 mod report;
 mod scenarios;
 mod stats;
+mod tls_cold;
 mod tracing_cost;
 mod webhooks_lambda;
 
@@ -27,7 +30,7 @@ const INVOKE_LIMIT: Duration = Duration::from_secs(30);
 const WARM_UP_INVOCATIONS: usize = 20;
 pub const WARM_UP_MODES: [&str; 3] = ["off", "background", "init"];
 /// The mode the functions ship with, used for the warm runs.
-pub const DEFAULT_MODE: &str = "background";
+pub const DEFAULT_MODE: &str = "off";
 
 pub struct Options {
     bin_dir: PathBuf,
@@ -40,6 +43,16 @@ pub struct Options {
     webhook_batches: usize,
     /// The local server's webhooks section (`bench-webhooks --out`), appended to the report.
     append: Vec<PathBuf>,
+    /// The CA and server certificate of the TLS proxy (`scripts/bench.sh` makes them); without
+    /// it, no TLS cold path section.
+    tls_dir: Option<PathBuf>,
+    /// Processes per function for the init instruction count; 0 skips callgrind.
+    callgrind_repeats: usize,
+    /// A hand-written section (what we changed and what it bought), appended as it is.
+    changes: Option<PathBuf>,
+    /// Only the baseline and this binary's scenarios, and none of the other sections: for
+    /// profiling one function (`--bin-dir` of the `profiling` build, which keeps symbols).
+    only: Option<String>,
 }
 
 impl Options {
@@ -54,6 +67,10 @@ impl Options {
             command: "bash scripts/bench.sh".into(),
             webhook_batches: 20,
             append: Vec::new(),
+            tls_dir: None,
+            callgrind_repeats: 3,
+            changes: None,
+            only: None,
         };
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -66,6 +83,10 @@ impl Options {
                 "--command" => options.command = value()?,
                 "--webhook-batches" => options.webhook_batches = number(&value()?)?.max(2),
                 "--append" => options.append.push(value()?.into()),
+                "--tls-dir" => options.tls_dir = Some(value()?.into()),
+                "--callgrind-repeats" => options.callgrind_repeats = number(&value()?)?,
+                "--changes" => options.changes = Some(value()?.into()),
+                "--only" => options.only = Some(value()?),
                 other => return Err(format!("unknown option {other}")),
             }
         }
@@ -131,7 +152,14 @@ async fn main() {
 }
 
 async fn run(options: Options) -> Result<(), String> {
-    for scenario in std::iter::once(&scenarios::BASELINE).chain(&scenarios::FUNCTIONS) {
+    let all: Vec<&Scenario> = std::iter::once(&scenarios::BASELINE)
+        .chain(&scenarios::FUNCTIONS)
+        .filter(|s| s.is_baseline() || options.only.as_ref().is_none_or(|b| b == s.binary))
+        .collect();
+    if all.len() < 2 {
+        return Err("--only names no function of the bench".into());
+    }
+    for scenario in &all {
         let path = options.bin_dir.join(scenario.binary);
         if !path.is_file() {
             return Err(format!("{} is missing: build it first", path.display()));
@@ -155,9 +183,6 @@ async fn run(options: Options) -> Result<(), String> {
         logs,
         next_event: HashMap::new(),
     };
-    let all: Vec<&Scenario> = std::iter::once(&scenarios::BASELINE)
-        .chain(&scenarios::FUNCTIONS)
-        .collect();
 
     // Cold starts interleaved round by round, so that a noisy moment of the machine touches
     // every function alike, the baseline included.
@@ -210,6 +235,30 @@ async fn run(options: Options) -> Result<(), String> {
         None => Vec::new(),
     };
     let mut text = report::render(&bench.options, &all, &measured, &micro);
+    if bench.options.callgrind_repeats > 0 {
+        let repeats = bench.options.callgrind_repeats;
+        let counts = callgrind::measure(&mut bench, &all, repeats).await?;
+        text.push('\n');
+        text.push_str(&callgrind::render(&counts, repeats));
+    }
+    if let Some(dir) = bench.options.tls_dir.clone() {
+        let rounds = bench.options.cold_starts;
+        let functions: Vec<&Scenario> = all.iter().skip(1).copied().collect();
+        let (section, _) = tls_cold::measure(&mut bench, &functions, &dir, rounds).await?;
+        text.push('\n');
+        text.push_str(&section);
+    }
+    if bench.options.only.is_some() {
+        return write_report(&bench.options, &text);
+    }
+    std::fs::write(&bench.options.out, &text)
+        .map_err(|e| format!("{}: {e}", bench.options.out.display()))?;
+    eprintln!("bench: side by side with Python");
+    text.push('\n');
+    text.push_str(&python_alt::measure(&mut bench).await?);
+    // A checkpoint: the sections so far are kept if a later one fails against a loaded moto.
+    std::fs::write(&bench.options.out, &text)
+        .map_err(|e| format!("{}: {e}", bench.options.out.display()))?;
     // Before the webhooks run, which drops the events table when it is done with it.
     eprintln!("bench: the cost of X-Ray tracing");
     let traced = [&scenarios::FUNCTIONS[0], &scenarios::FUNCTIONS[5]];
@@ -219,16 +268,25 @@ async fn run(options: Options) -> Result<(), String> {
     text.push_str(&webhooks_lambda::measure(&mut bench).await?);
     text.push('\n');
     text.push_str(&tracing);
+    if let Some(changes) = &bench.options.changes {
+        let section =
+            std::fs::read_to_string(changes).map_err(|e| format!("{}: {e}", changes.display()))?;
+        text.push('\n');
+        text.push_str(&section);
+    }
     for section in &bench.options.append {
         let section =
             std::fs::read_to_string(section).map_err(|e| format!("{}: {e}", section.display()))?;
         text.push('\n');
         text.push_str(&section);
     }
-    std::fs::write(&bench.options.out, &text)
-        .map_err(|e| format!("{}: {e}", bench.options.out.display()))?;
+    write_report(&bench.options, &text)
+}
+
+fn write_report(options: &Options, text: &str) -> Result<(), String> {
+    std::fs::write(&options.out, text).map_err(|e| format!("{}: {e}", options.out.display()))?;
     println!("{text}");
-    eprintln!("bench: wrote {}", bench.options.out.display());
+    eprintln!("bench: wrote {}", options.out.display());
     Ok(())
 }
 
@@ -247,21 +305,39 @@ impl Bench {
         api: &RuntimeApi,
         mode: &str,
     ) -> Result<tokio::process::Child, String> {
-        let mut env: Vec<(&str, String)> = Vec::new();
-        let vars;
-        if let Some(entry) = scenario.env_entry {
-            vars = hub_tests::fixture_vars(entry);
-            env.extend(vars.iter().map(|(k, v)| (k.as_str(), v.clone())));
-            env.push(("EVENTS_TABLE", self.table.clone()));
-            env.push(("AWS_ENDPOINT_URL", self.proxy.endpoint()));
-            env.push(("DYNAMODB_WARM_UP", mode.to_owned()));
-        }
+        let env = self.scenario_env(scenario, mode);
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         self.spawn_with(scenario.binary, api, &env)
+    }
+
+    /// A scenario's configuration: its `events/env.json` entry, the bench table, the timing
+    /// proxy as the endpoint, and the warm-up mode.
+    fn scenario_env(&self, scenario: &Scenario, mode: &str) -> Vec<(String, String)> {
+        let Some(entry) = scenario.env_entry else {
+            return Vec::new();
+        };
+        let mut env: Vec<(String, String)> = hub_tests::fixture_vars(entry).into_iter().collect();
+        env.push(("EVENTS_TABLE".into(), self.table.clone()));
+        env.push(("AWS_ENDPOINT_URL".into(), self.proxy.endpoint()));
+        env.push(("DYNAMODB_WARM_UP".into(), mode.to_owned()));
+        env
     }
 
     /// Spawns `binary` with only what Lambda itself would set, and `env`.
     fn spawn_with(
         &self,
+        binary: &str,
+        api: &RuntimeApi,
+        env: &[(&str, String)],
+    ) -> Result<tokio::process::Child, String> {
+        self.spawn_under(&[], binary, api, env)
+    }
+
+    /// As [`Bench::spawn_with`], with `wrapper` (a program and its arguments, e.g. valgrind's)
+    /// running the binary.
+    fn spawn_under(
+        &self,
+        wrapper: &[String],
         binary: &str,
         api: &RuntimeApi,
         env: &[(&str, String)],
@@ -273,7 +349,14 @@ impl Bench {
             .append(true)
             .open(&log)
             .map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut command = tokio::process::Command::new(&path);
+        let mut command = match wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(arguments).arg(&path);
+                command
+            }
+            None => tokio::process::Command::new(&path),
+        };
         // Only what Lambda itself would set, and the function's own configuration.
         command
             .env_clear()

@@ -81,6 +81,11 @@ impl TimingProxy {
         format!("http://{}", self.address)
     }
 
+    #[allow(dead_code)] // Used by `bench` (the TLS proxy's upstream); other binaries include this file.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     pub fn usage(&self) -> Usage {
         Usage {
             requests: self.counters.requests.load(Ordering::Relaxed),

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 const INIT_RATIO_TARGET: f64 = 1.5;
-const WARM_OVERHEAD_TARGET_MS: f64 = 1.0;
+const WARM_OVERHEAD_TARGET_MS: f64 = 0.5;
 const RSS_TARGET_BYTES: f64 = 32e6;
 const BOOTSTRAP_TARGET_BYTES: u64 = 8_000_000;
 

@@ -348,8 +348,11 @@ impl LazyAws {
 }
 
 /// When the DynamoDB connection (TCP, TLS, credentials, signing) is opened, set by
-/// `DYNAMODB_WARM_UP`. `BENCHMARKS.md` compares the three: `init` lengthens init by the whole
-/// connection set-up; `background` does not, and overlaps it with the first event.
+/// `DYNAMODB_WARM_UP`. `BENCHMARKS.md` compares the three with a TLS handshake in the path
+/// ("The cold path with TLS"): on the one-thread runtime nothing runs beside the first event, so
+/// `background` cannot overlap the handshake with it and only lengthens init, and `init`
+/// lengthens init by the whole set-up. `off` gave the shortest spawn to first answer, and is
+/// the default; `init` suits provisioned concurrency, where init is paid ahead of any event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WarmUp {
     /// On the first callback.
@@ -364,7 +367,7 @@ impl WarmUp {
     pub const VARIABLE: &'static str = "DYNAMODB_WARM_UP";
 
     pub fn from_vars(vars: &impl Vars) -> Result<Self, ConfigError> {
-        vars.parsed_or(Self::VARIABLE, WarmUp::Background)
+        vars.parsed_or(Self::VARIABLE, WarmUp::Off)
     }
 
     /// Runs the warm-up request as configured. Its failures are ignored: the callback that
@@ -448,8 +451,8 @@ mod tests {
     }
 
     #[test]
-    fn parses_each_mode_and_defaults_to_background() {
-        assert_eq!(WarmUp::from_vars(&vars(None)), Ok(WarmUp::Background));
+    fn parses_each_mode_and_defaults_to_off() {
+        assert_eq!(WarmUp::from_vars(&vars(None)), Ok(WarmUp::Off));
         assert_eq!(WarmUp::from_vars(&vars(Some("off"))), Ok(WarmUp::Off));
         assert_eq!(WarmUp::from_vars(&vars(Some("Init"))), Ok(WarmUp::Init));
         assert_eq!(
