@@ -114,7 +114,7 @@ if awk -F'|' '$3 ~ /[0-9]/ && $8 !~ /^ *0 *$/ { found = 1 } END { exit !found }'
 fi
 
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-dirty="$(git status --porcelain 2>/dev/null | head -1)"
+dirty="$(git status --porcelain -- . ':!RELIABILITY.md' 2>/dev/null | head -1)"
 {
 cat <<HEAD
 # Reliability
