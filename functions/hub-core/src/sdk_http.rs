@@ -22,33 +22,35 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Builds one pool per SDK client (`http_connector` is called when a client is built), all
-/// sharing one TLS configuration.
+/// One connection pool per distinct timeout settings, all sharing one TLS configuration. The
+/// SDK asks for a connector on every attempt (`http_connector` is called by the orchestrator,
+/// not once per client), so the connectors are kept: a new pool per attempt would open a new
+/// connection, and on AWS do a new TLS handshake, for every request.
 #[derive(Clone, Debug)]
 pub struct SdkHttpClient {
     tls: Arc<rustls::ClientConfig>,
+    connectors: Arc<Mutex<HashMap<ConnectorKey, SharedHttpConnector>>>,
 }
+
+/// The settings a connector is built from: connect and read timeouts.
+type ConnectorKey = (Option<Duration>, Option<Duration>);
 
 impl SdkHttpClient {
     pub fn new() -> Result<Self, ConfigError> {
         Ok(SdkHttpClient {
             tls: Arc::new(crate::tls::client_config()?),
+            connectors: Arc::default(),
         })
     }
-}
 
-impl HttpClient for SdkHttpClient {
-    fn http_connector(
-        &self,
-        settings: &HttpConnectorSettings,
-        _components: &RuntimeComponents,
-    ) -> SharedHttpConnector {
+    fn build_connector(&self, settings: &HttpConnectorSettings) -> SharedHttpConnector {
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
@@ -66,6 +68,21 @@ impl HttpClient for SdkHttpClient {
             client,
             read_timeout: settings.read_timeout(),
         })
+    }
+}
+
+impl HttpClient for SdkHttpClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        let key = (settings.connect_timeout(), settings.read_timeout());
+        let mut connectors = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
+        connectors
+            .entry(key)
+            .or_insert_with(|| self.build_connector(settings))
+            .clone()
     }
 }
 
@@ -197,6 +214,49 @@ mod tests {
             .unwrap()
             .to_bytes();
         assert_eq!(&body[..], b"ok");
+    }
+
+    #[tokio::test]
+    async fn attempts_with_the_same_settings_share_one_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = vec![0; 4096];
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if socket.write_all(answer).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let client = SdkHttpClient::new().unwrap();
+        let components = RuntimeComponentsBuilder::for_tests()
+            .build()
+            .expect("test components");
+        let settings = HttpConnectorSettings::builder().build();
+        for _ in 0..3 {
+            // As the SDK's orchestrator does: a connector asked for on every attempt.
+            let response = client
+                .http_connector(&settings, &components)
+                .call(request(&format!("http://{address}/")))
+                .await
+                .unwrap();
+            http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap();
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
