@@ -7,6 +7,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::HeaderMap;
+use ring::signature::{RsaPublicKeyComponents, RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY};
 use rsa::traits::PublicKeyParts;
 use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use sha1::{Digest, Sha1};
@@ -20,6 +21,11 @@ pub const DEFAULT_CERT_URLS: [&str; 1] =
 
 /// MNS's own key is 512 bits (§4.2); nothing smaller is a signing key.
 pub const MIN_KEY_BITS: usize = 512;
+
+/// From this size on, ring checks the signature: its modular arithmetic is about 30 times
+/// cheaper than the `rsa` crate's (BENCHMARKS.md, `mns/verify-1024`), and ring refuses keys
+/// under 1024 bits, so MNS's own 512-bit key stays with the `rsa` crate.
+const RING_MIN_KEY_BITS: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -164,12 +170,31 @@ pub fn verify(
     let signature = STANDARD
         .decode(authorization.trim())
         .map_err(|_| SignatureError::BadAuthorization)?;
-    key.verify(
-        Pkcs1v15Sign::new::<Sha1>(),
-        &Sha1::digest(string_to_sign.as_bytes()),
-        &signature,
-    )
-    .map_err(|_| SignatureError::Mismatch)
+    let verified = if key.n().bits() >= RING_MIN_KEY_BITS {
+        let (modulus, exponent) = (key.n().to_bytes_be(), key.e().to_bytes_be());
+        RsaPublicKeyComponents {
+            n: &modulus,
+            e: &exponent,
+        }
+        .verify(
+            &RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            string_to_sign.as_bytes(),
+            &signature,
+        )
+        .is_ok()
+    } else {
+        key.verify(
+            Pkcs1v15Sign::new::<Sha1>(),
+            &Sha1::digest(string_to_sign.as_bytes()),
+            &signature,
+        )
+        .is_ok()
+    };
+    if verified {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 /// `Date` (or `x-mns-date`) within `max_age_secs` of now, either way; 0 disables the check.
@@ -361,6 +386,53 @@ mod tests {
         assert_eq!(
             cert_url(&HeaderMap::new(), &defaults()),
             Err(SignatureError::MissingHeader("x-mns-signing-cert-url"))
+        );
+    }
+
+    /// The 1024-bit test key of `events/keys` (ring's path) and the 512-bit real one (the `rsa`
+    /// crate's) accept the same signatures and refuse the same tamperings.
+    #[test]
+    fn both_key_sizes_accept_only_their_own_signature_over_the_exact_text() {
+        use rsa::pkcs8::DecodePrivateKey;
+        let private = rsa::RsaPrivateKey::from_pkcs8_pem(include_str!(
+            "../../../events/keys/mns-test-key.pem"
+        ))
+        .unwrap();
+        let key =
+            public_key_from_pem(include_bytes!("../../../events/keys/mns-test-cert.pem")).unwrap();
+        assert_eq!(key.n().bits(), 1024, "the ring path");
+        let sign = |text: &str| {
+            let digest = Sha1::digest(text.as_bytes());
+            STANDARD.encode(private.sign(Pkcs1v15Sign::new::<Sha1>(), &digest).unwrap())
+        };
+        let text = "POST\n\ntext/xml\nFri, 01 Mar 2024 12:00:00 GMT\nx-mns-version:2015-06-06\n/n";
+        let good = sign(text);
+        assert_eq!(verify(&key, text, &good), Ok(()));
+        assert_eq!(
+            verify(&key, &format!("{text}x"), &good),
+            Err(SignatureError::Mismatch)
+        );
+        let mut flipped = STANDARD.decode(&good).unwrap();
+        flipped[64] ^= 1;
+        let flipped = STANDARD.encode(&flipped);
+        assert_eq!(verify(&key, text, &flipped), Err(SignatureError::Mismatch));
+        let short = STANDARD.encode(&STANDARD.decode(&good).unwrap()[1..]);
+        assert_eq!(verify(&key, text, &short), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(&key, text, "%%%"),
+            Err(SignatureError::BadAuthorization)
+        );
+
+        // The real 512-bit key refuses the 1024-bit key's signature, and the other way round.
+        let v = vector();
+        let real = public_key_from_pem(v["certificate_pem"].as_str().unwrap().as_bytes()).unwrap();
+        assert_eq!(verify(&real, text, &good), Err(SignatureError::Mismatch));
+        let real_text = string_to_sign("POST", &headers(&v), "/notifications").unwrap();
+        let real_signature = v["headers"]["Authorization"].as_str().unwrap();
+        assert_eq!(verify(&real, &real_text, real_signature), Ok(()));
+        assert_eq!(
+            verify(&key, &real_text, real_signature),
+            Err(SignatureError::Mismatch)
         );
     }
 
