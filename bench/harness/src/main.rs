@@ -118,6 +118,10 @@ pub struct Warm {
     pub own: Vec<Duration>,
     pub store_requests: u64,
     pub peak_rss_kib: u64,
+    /// CPU time of the process (all its threads, user and system) over the measured
+    /// invocations: the work the function does itself, with none of the waiting that latency
+    /// holds (DynamoDB, the loopback hops to the proxy, being scheduled).
+    pub cpu: Duration,
 }
 
 pub struct Measured {
@@ -422,8 +426,14 @@ impl Bench {
             own: Vec::with_capacity(count),
             store_requests: 0,
             peak_rss_kib: 0,
+            cpu: Duration::ZERO,
         };
+        let pid = child.id().ok_or("the function exited during the run")?;
+        let mut cpu_before = Duration::ZERO;
         for (i, request) in requests.into_iter().enumerate() {
+            if i == WARM_UP_INVOCATIONS + 1 {
+                cpu_before = cpu_time(pid)?;
+            }
             let (invocation, store) = self.invoke(&mut api, scenario, request).await?;
             if i > WARM_UP_INVOCATIONS {
                 warm.latencies.push(invocation.latency);
@@ -431,7 +441,7 @@ impl Bench {
                 warm.store_requests += store.requests;
             }
         }
-        let pid = child.id().ok_or("the function exited during the run")?;
+        warm.cpu = cpu_time(pid)?.saturating_sub(cpu_before);
         warm.peak_rss_kib = peak_rss_kib(pid)?;
         stop(&mut child).await;
         Ok(warm)
@@ -491,6 +501,27 @@ impl Bench {
 async fn stop(child: &mut tokio::process::Child) {
     let _ = child.start_kill();
     let _ = child.wait().await;
+}
+
+/// The CPU time of a process so far, summed over its threads: the first field of each
+/// `/proc/<pid>/task/<tid>/schedstat` (time on a CPU, in nanoseconds; the tick-based `stat`
+/// fields are too coarse for a fraction of a millisecond per invocation).
+fn cpu_time(pid: u32) -> Result<Duration, String> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut total = 0u64;
+    for task in std::fs::read_dir(&tasks).map_err(|e| format!("{tasks}: {e}"))? {
+        let path = task.map_err(|e| e.to_string())?.path().join("schedstat");
+        // A thread may end between the listing and the read: it adds nothing then.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|field| field.parse::<u64>().ok())
+            .ok_or_else(|| format!("{}: not a schedstat line", path.display()))?;
+    }
+    Ok(Duration::from_nanos(total))
 }
 
 /// The process's peak resident set (`VmHWM`), in KiB.
