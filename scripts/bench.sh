@@ -18,6 +18,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export HUB_CACHE="${HUB_CACHE:-$HOME/.cache/callback-hub}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HUB_CACHE/target}"
 
+# The report names the command that made it.
+command="bash scripts/bench.sh${*:+ $*}"
 micro=1
 harness_args=()
 bin_dir="$CARGO_TARGET_DIR/release"
@@ -96,5 +98,5 @@ fi
 
 step "runtime emulator runs"
 "$CARGO_TARGET_DIR/release/bench" --bin-dir "$bin_dir" "${criterion_args[@]}" \
-  --tls-dir "$tls_dir" --changes bench/changes.md \
+  --tls-dir "$tls_dir" --changes bench/changes.md --command "$command" \
   --append "$webhooks_section" ${harness_args[@]+"${harness_args[@]}"}
