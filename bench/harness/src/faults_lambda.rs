@@ -23,6 +23,8 @@ mod fault_proxy;
 mod faults;
 #[path = "http_server.rs"]
 mod http_server;
+#[path = "signed.rs"]
+mod signed;
 
 use faults::{Context, Report, Row};
 use std::path::PathBuf;

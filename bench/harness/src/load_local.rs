@@ -23,6 +23,8 @@ mod http_server;
 mod requests;
 #[path = "load/server.rs"]
 mod server;
+#[path = "signed.rs"]
+mod signed;
 #[path = "stats.rs"]
 #[allow(dead_code)] // `median` is used by the other binaries
 mod stats;

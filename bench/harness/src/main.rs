@@ -10,6 +10,7 @@ mod proxy;
 mod python_alt;
 mod report;
 mod scenarios;
+mod signed;
 mod stats;
 mod tls_cold;
 mod tracing_cost;
@@ -298,7 +299,7 @@ impl Bench {
     /// The next unused request of a scenario: every invocation stores a new event.
     fn next_request(&mut self, scenario: &Scenario) -> Bytes {
         let n = self.next_event.entry(scenario.name).or_insert(0);
-        let request = (scenario.request)(*n);
+        let request = scenario.request(*n);
         *n += 1;
         Bytes::from(request.to_string())
     }

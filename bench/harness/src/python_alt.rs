@@ -717,7 +717,7 @@ mod tests {
 
     #[test]
     fn tampering_spoils_only_the_credential() {
-        let request = (PATHS[1].scenario.request)(7);
+        let request = PATHS[1].scenario.request(7);
         let tampered = wrong_signature(request.clone());
         let encrypt = |r: &Value| {
             serde_json::from_str::<Value>(r["body"].as_str().unwrap()).unwrap()["encrypt"].clone()
@@ -730,7 +730,7 @@ mod tests {
         };
         assert_eq!(without_body(&tampered), without_body(&request));
 
-        let request = (PATHS[0].scenario.request)(7);
+        let request = PATHS[0].scenario.request(7);
         let tampered = wrong_token(request.clone());
         assert_ne!(tampered["rawQueryString"], request["rawQueryString"]);
         assert_eq!(tampered["body"], request["body"]);

@@ -15,7 +15,7 @@
 use crate::emulator::RuntimeApi;
 use crate::http_server;
 use crate::stats::{median, ms, percentile};
-use crate::{peak_rss_kib, stop, Bench, INIT_LIMIT};
+use crate::{cpu_time, peak_rss_kib, stop, Bench, INIT_LIMIT};
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
@@ -44,7 +44,7 @@ struct Run {
     latencies: Vec<Duration>,
     own: Vec<Duration>,
     aws_requests: u64,
-    cpu_ticks: u64,
+    cpu: Duration,
     rss_kib: u64,
 }
 
@@ -435,7 +435,7 @@ struct Sample {
 
 /// One process: spawn, first poll, then each input in turn. Returns init, the first
 /// invocation's latency, the later invocations (their latency and AWS usage) and the process's
-/// CPU ticks and peak RSS over those.
+/// CPU time and peak RSS over those.
 async fn one_process(
     bench: &Bench,
     binary: &'static str,
@@ -443,7 +443,7 @@ async fn one_process(
     inputs: Vec<Bytes>,
     emptied: Option<&World>,
     check: &mut dyn FnMut(&[u8]) -> Result<(), String>,
-) -> Result<(Duration, Duration, Vec<Sample>, (u64, u64)), String> {
+) -> Result<(Duration, Duration, Vec<Sample>, (Duration, u64)), String> {
     let mut api = RuntimeApi::start(binary).await.map_err(|e| e.to_string())?;
     let spawned = std::time::Instant::now();
     let mut child = bench.spawn_with(binary, &api, env)?;
@@ -453,10 +453,10 @@ async fn one_process(
         .map_err(|e| bench.failure_of(binary, binary, &e))?;
     let mut samples = Vec::new();
     let mut first = Duration::ZERO;
-    let mut cpu_before = 0;
+    let mut cpu_before = Duration::ZERO;
     for (i, input) in inputs.into_iter().enumerate() {
         if i == 1 + WARM_UP {
-            cpu_before = cpu_ticks(child.id().ok_or("the function exited")?)?;
+            cpu_before = cpu_time(child.id().ok_or("the function exited")?)?;
         }
         if let Some(world) = emptied {
             empty_queue(world).await?;
@@ -479,31 +479,15 @@ async fn one_process(
     }
     let pid = child.id().ok_or("the function exited")?;
     let usage = if samples.is_empty() {
-        (0, 0)
+        (Duration::ZERO, 0)
     } else {
-        (cpu_ticks(pid)? - cpu_before, peak_rss_kib(pid)?)
+        (
+            cpu_time(pid)?.saturating_sub(cpu_before),
+            peak_rss_kib(pid)?,
+        )
     };
     stop(&mut child).await;
     Ok((polled - spawned, first, samples, usage))
-}
-
-/// User and system CPU time of a process, in clock ticks (`/proc/<pid>/stat` fields 14, 15).
-fn cpu_ticks(pid: u32) -> Result<u64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
-    // The command name (field 2) is in parentheses and may hold spaces: count after it.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or("odd /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .ok_or("odd /proc stat")
-    };
-    // After `)`, field 3 (state) is index 0: utime (14) is index 11, stime (15) index 12.
-    Ok(field(11)? + field(12)?)
 }
 
 impl Run {
@@ -516,26 +500,24 @@ impl Run {
             latencies: Vec::new(),
             own: Vec::new(),
             aws_requests: 0,
-            cpu_ticks: 0,
+            cpu: Duration::ZERO,
             rss_kib: 0,
         }
     }
 
-    fn take_warm(&mut self, samples: Vec<Sample>, cpu_ticks: u64, rss_kib: u64) {
+    fn take_warm(&mut self, samples: Vec<Sample>, cpu: Duration, rss_kib: u64) {
         for sample in samples {
             self.latencies.push(sample.latency);
             self.own
                 .push(sample.latency.saturating_sub(sample.aws.busy));
             self.aws_requests += sample.aws.requests;
         }
-        self.cpu_ticks = cpu_ticks;
+        self.cpu = cpu;
         self.rss_kib = rss_kib;
     }
 }
 
 fn render(runs: &[Run], queued: usize, delivered: usize) -> String {
-    // Linux's USER_HZ, what /proc/<pid>/stat counts in.
-    const TICK_MS: f64 = 10.0;
     let mut text = String::from(
         "## Outbound webhooks on AWS (fan-out and deliver functions)\n\n\
          The release bootstraps under the Runtime API emulator against moto (DynamoDB and SQS \
@@ -545,8 +527,8 @@ fn render(runs: &[Run], queued: usize, delivered: usize) -> String {
          10). **deliver**: one batch of 10 messages received from moto's queue per invocation, \
          each delivery rendered, signed, sent and recorded. *Own* excludes the time requests \
          spent in the proxy and moto (0 when requests overlap, as the fan-out's concurrent creates \
-         do: their summed time exceeds the invocation's); *CPU* is the process's user+system time over the warm \
-         invocations (10 ms ticks), per invocation.\n\n\
+         do: their summed time exceeds the invocation's); *CPU* is the process's CPU time (every thread, from \
+         `schedstat`) over the warm invocations, per invocation.\n\n\
          | function (per invocation) | init | first invocation | warm p50 | warm p99 | own p50 | AWS requests | CPU | peak RSS |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -563,7 +545,7 @@ fn render(runs: &[Run], queued: usize, delivered: usize) -> String {
             ms(percentile(&run.latencies, 99.0)),
             ms(median(&run.own)),
             run.aws_requests as f64 / n,
-            run.cpu_ticks as f64 * TICK_MS / n,
+            run.cpu.as_secs_f64() * 1e3 / n,
             run.rss_kib as f64 * 1.024e-3,
         );
     }

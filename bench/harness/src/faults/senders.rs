@@ -6,10 +6,10 @@
 
 use super::function::{Function, Outcome};
 use super::{Context, Row};
+use crate::signed::{self, Family, Sender as Format};
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
-use hub_tests::fixtures::{self, DINGTALK_OWNER_KEY};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -28,8 +28,21 @@ pub struct Sender {
     /// Whether the real sender tries again on a 5xx or no answer (docs/protocols.md): SNS
     /// (§2.3), MNS (§4.4), DingTalk, VK and ROS do; Tsuru does not (§5.3, "no retry").
     pub retries: bool,
-    pub request: fn(usize) -> Value,
+    pub format: Format,
 }
+
+impl Sender {
+    /// Event `n`, marked with [`marker`]`(n)`.
+    pub fn request(&self, n: usize) -> Value {
+        signed::event_request(self.format, n as u64, &marker(n), &FAULTS)
+    }
+}
+
+/// The ids of the fault runs, apart from the other harness parts'.
+const FAULTS: Family = Family {
+    name: "faults",
+    space: 0x9000,
+};
 
 pub const SENDERS: [Sender; 7] = [
     Sender {
@@ -37,49 +50,49 @@ pub const SENDERS: [Sender; 7] = [
         binary: "stack-hook",
         env_entry: "StackHookFunction",
         retries: true,
-        request: ros_hook,
+        format: Format::Ros,
     },
     Sender {
         name: "stack-hook (CloudFormation via SNS)",
         binary: "stack-hook",
         env_entry: "StackHookFunction",
         retries: true,
-        request: cloudformation_event,
+        format: Format::Cloudformation,
     },
     Sender {
         name: "dingtalk-callback",
         binary: "dingtalk-callback",
         env_entry: "DingTalkFunction",
         retries: true,
-        request: dingtalk_event,
+        format: Format::Dingtalk,
     },
     Sender {
         name: "mns-endpoint",
         binary: "mns-endpoint",
         env_entry: "MnsFunction",
         retries: true,
-        request: mns_notification,
+        format: Format::Mns,
     },
     Sender {
         name: "s3-notification (VK records)",
         binary: "s3-notification",
         env_entry: "S3NotificationFunction",
         retries: true,
-        request: vk_records,
+        format: Format::Vk,
     },
     Sender {
         name: "s3-notification (S3 via SNS)",
         binary: "s3-notification",
         env_entry: "S3NotificationFunction",
         retries: true,
-        request: s3_sns_event,
+        format: Format::S3Sns,
     },
     Sender {
         name: "tsuru-hook",
         binary: "tsuru-hook",
         env_entry: "TsuruHookFunction",
         retries: false,
-        request: tsuru_event,
+        format: Format::Tsuru,
     },
 ];
 
@@ -102,107 +115,6 @@ fn markers_in(text: &str) -> Vec<usize> {
     found.sort_unstable();
     found.dedup();
     found
-}
-
-fn ros_hook(n: usize) -> Value {
-    let mut request = hub_tests::fixture_json("stack-hook-ros-create-complete.json");
-    let mut body: Value =
-        serde_json::from_str(request["body"].as_str().expect("a text body")).expect("ROS JSON");
-    body["StackName"] = json!(marker(n));
-    body["StackId"] = json!(format!("00000000-0000-4000-9000-{n:012}"));
-    request["body"] = json!(body.to_string());
-    request["requestContext"]["requestId"] = json!(format!("ros-{n}"));
-    request
-}
-
-fn cloudformation_event(n: usize) -> Value {
-    let message = fixtures::cfn_message(
-        &marker(n),
-        "OrdersTable",
-        "AWS::DynamoDB::Table",
-        "CREATE_COMPLETE",
-        "2024-03-01T12:05:00.000Z",
-        None,
-    );
-    let message_id = format!("5b1a4c2e-0000-4000-9000-{n:012}");
-    fixtures::stack_event_request(&message_id, &message, &format!("cfn-{n}"))
-}
-
-fn dingtalk_event(n: usize) -> Value {
-    let plaintext = json!({"EventType": "bpms_task_change", "processInstanceId": marker(n),
-        "corpId": DINGTALK_OWNER_KEY, "createTime": 1709294000000_i64, "finishTime": 1709294399000_i64,
-        "title": "出差 request", "type": "finish", "result": "agree", "staffId": "manager7140",
-        "taskId": n, "processCode": "PROC-FF6Y4BE1N2-0V4C7A8Q3M"});
-    let mut prefix = *b"faultprefix00000";
-    prefix[11..].copy_from_slice(format!("{:05}", n % 100_000).as_bytes());
-    fixtures::dingtalk_sample(
-        &plaintext,
-        "1709294400077",
-        "Hc5LrP2m",
-        false,
-        &format!("dt-{n}"),
-        prefix,
-    )
-}
-
-fn mns_notification(n: usize) -> Value {
-    let message = format!(
-        r#"{{"order_id":"{}","status":"paid","amount":"42.00"}}"#,
-        marker(n)
-    );
-    let body = fixtures::mns_xml_body(&fixtures::mns_fields(
-        &format!("5DA5A9A1D1B1C1D1-1-18E1B2C3D4F-{n:09}"),
-        &message,
-        Some("paid"),
-    ));
-    fixtures::signed_mns(
-        "/mns",
-        "text/xml;charset=utf-8",
-        &body,
-        &[],
-        &format!("{n:08}"),
-    )
-}
-
-fn vk_records(n: usize) -> Value {
-    let record = fixtures::vk_record(
-        &format!("faults/{}.csv", marker(n)),
-        "s3:ObjectCreated:Put",
-        1_700_000_000 + n as u64,
-    );
-    fixtures::vk_request(&json!({ "Records": [record] }), &format!("vk-{n}"))
-}
-
-fn s3_sns_event(n: usize) -> Value {
-    let record = fixtures::aws_s3_record(
-        "faults-bucket",
-        &format!("faults/{}.csv", marker(n)),
-        "ObjectCreated:Put",
-        &format!("{:018X}", n + 1),
-        "2024-03-01T12:09:58.120Z",
-    );
-    fixtures::s3_sns_request(
-        &json!({ "Records": [record] }),
-        &format!("7c1a4c2e-0000-4000-9000-{n:012}"),
-        &format!("s3sns-{n}"),
-    )
-}
-
-fn tsuru_event(n: usize) -> Value {
-    let id = format!("{:024x}", 0xfa00_0000_0000 + n);
-    let app = marker(n);
-    let body = fixtures::TsuruEventSample {
-        unique_id: &id,
-        target: ("app", &app),
-        ..fixtures::tsuru_deploy_event()
-    }
-    .to_json();
-    fixtures::tsuru_request(
-        "POST",
-        fixtures::TsuruAuth::Bearer(fixtures::TSURU_WEBHOOK_TOKEN),
-        &body,
-        &format!("tsuru-{n}"),
-    )
 }
 
 /// What the sender saw of one logical event.
@@ -284,7 +196,7 @@ pub async fn run(ctx: &Context, sender: &Sender) -> Result<Row, String> {
         ..Tally::default()
     };
     for n in 0..ctx.events {
-        let request = Bytes::from((sender.request)(n).to_string());
+        let request = Bytes::from(sender.request(n).to_string());
         let answer = send(&mut function, request, sender.retries, &mut tally).await;
         tally.events[n].acknowledged = answer.is_some();
     }

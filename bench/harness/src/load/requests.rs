@@ -4,32 +4,21 @@
 //! `ltm{n}x` in a field the receiving handler stores, so the check can tell from the database
 //! alone which request a stored item came from, whatever id the handler derives.
 //!
-//! The signing is the fixtures' (`hub_tests::fixtures`), which is written from the protocol
-//! text and never imports receiver code.
+//! The events themselves are `crate::signed`'s, shared with the other harness parts.
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hub_tests::fixtures::{self, DINGTALK_OWNER_KEY, LOCAL_API_TOKEN};
+use hub_tests::fixtures::LOCAL_API_TOKEN;
 use serde_json::{json, Value};
 
-/// Every sender the local server receives from, one request format each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Sender {
-    /// Alibaba ROS stack webhook, `POST /stacks`, token in the query.
-    Ros,
-    /// CloudFormation stack event through SNS, `POST /stacks`, signed envelope.
-    Cloudformation,
-    /// AWS S3 event through SNS, `POST /s3`, signed envelope.
-    S3Sns,
-    /// VK Cloud S3 records, `POST /s3`, token in the query.
-    Vk,
-    /// DingTalk encrypted push, `POST /dingtalk`, signature over the ciphertext.
-    Dingtalk,
-    /// Alibaba MNS push, `POST /mns`, RSA signature over headers, Content-MD5 over the body.
-    Mns,
-    /// Tsuru event, `POST /tsuru`, bearer token.
-    Tsuru,
-}
+pub use crate::signed::Sender;
+use crate::signed::{self, Family};
+
+/// The ids of the load run, apart from the other harness parts'.
+const LOAD: Family = Family {
+    name: "load",
+    space: 0xa000,
+};
 
 impl Sender {
     pub const ALL: [Sender; 7] = [
@@ -99,101 +88,7 @@ pub fn markers_in(text: &str) -> Vec<u64> {
 
 /// The API Gateway v2 request of event `n` from `sender`: the same value for the same inputs.
 pub fn event_request(sender: Sender, n: u64) -> Value {
-    let mark = marker(n);
-    match sender {
-        Sender::Ros => {
-            let mut request = hub_tests::fixture_json("stack-hook-ros-create-complete.json");
-            let mut body: Value =
-                serde_json::from_str(request["body"].as_str().expect("a text body"))
-                    .expect("ROS JSON");
-            body["StackName"] = json!(mark);
-            body["StackId"] = json!(format!("00000000-0000-4000-8000-{n:012}"));
-            request["body"] = json!(body.to_string());
-            request
-        }
-        Sender::Cloudformation => {
-            let message = fixtures::cfn_message(
-                &mark,
-                "OrdersTable",
-                "AWS::DynamoDB::Table",
-                "CREATE_COMPLETE",
-                "2024-03-01T12:05:00.000Z",
-                None,
-            );
-            let message_id = format!("5b1a4c2e-0000-4000-8000-{n:012}");
-            fixtures::stack_event_request(&message_id, &message, &format!("cfn-{n}"))
-        }
-        Sender::S3Sns => {
-            let record = fixtures::aws_s3_record(
-                "photos-2024",
-                &format!("load/{mark}.jpg"),
-                "ObjectCreated:Put",
-                &format!("{n:018X}"),
-                "2024-03-01T12:09:58.120Z",
-            );
-            let message_id = format!("7c2b5d3f-0000-4000-8000-{n:012}");
-            fixtures::s3_sns_request(
-                &json!({ "Records": [record] }),
-                &message_id,
-                &format!("s3-{n}"),
-            )
-        }
-        Sender::Vk => {
-            let record = fixtures::vk_record(
-                &format!("load/{mark}.csv"),
-                "s3:ObjectCreated:Put",
-                1_700_000_000 + n,
-            );
-            fixtures::vk_request(&json!({ "Records": [record] }), &format!("vk-{n}"))
-        }
-        Sender::Dingtalk => {
-            let plaintext = json!({"EventType": "bpms_task_change", "processInstanceId": mark,
-                "corpId": DINGTALK_OWNER_KEY, "createTime": 1709294000000_i64,
-                "finishTime": 1709294399000_i64, "title": "出差 request", "type": "finish",
-                "result": "agree", "staffId": "manager7140", "taskId": n,
-                "processCode": "PROC-FF6Y4BE1N2-0V4C7A8Q3M"});
-            let mut prefix = *b"loadprefix000000";
-            prefix[10..].copy_from_slice(format!("{:06}", n % 1_000_000).as_bytes());
-            fixtures::dingtalk_sample(
-                &plaintext,
-                "1709294400077",
-                "Hc5LrP2m",
-                false,
-                &format!("dt-{n}"),
-                prefix,
-            )
-        }
-        Sender::Mns => {
-            let message = format!(r#"{{"order_id":"{mark}","status":"paid","amount":"42.00"}}"#);
-            let body = fixtures::mns_xml_body(&fixtures::mns_fields(
-                &format!("5DA5A9A1D1B1C1D1-1-18E1B2C3D4E-{n:09}"),
-                &message,
-                Some("paid"),
-            ));
-            fixtures::signed_mns(
-                "/mns",
-                "text/xml;charset=utf-8",
-                &body,
-                &[],
-                &format!("mns-{n}"),
-            )
-        }
-        Sender::Tsuru => {
-            let id = format!("{n:024x}");
-            let body = fixtures::TsuruEventSample {
-                unique_id: &id,
-                target: ("app", &mark),
-                ..fixtures::tsuru_deploy_event()
-            }
-            .to_json();
-            fixtures::tsuru_request(
-                "POST",
-                fixtures::TsuruAuth::Bearer(fixtures::TSURU_WEBHOOK_TOKEN),
-                &body,
-                &format!("tsuru-{n}"),
-            )
-        }
-    }
+    signed::event_request(sender, n, &marker(n), &LOAD)
 }
 
 /// The request of event `n` with one authenticated byte changed: the callback token or the
