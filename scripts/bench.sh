@@ -63,7 +63,7 @@ if ((micro)); then
   export CRITERION_HOME="$HUB_CACHE/criterion"
   rm -rf "$CRITERION_HOME"
   for target in sns:verify dingtalk-callback:crypto mns-endpoint:verify \
-                s3-notification:handshake stack-hook:cloudformation; do
+                s3-notification:handshake stack-hook:cloudformation hub-core:dynamo_request; do
     step "cargo bench -p ${target%%:*} --bench ${target##*:}"
     cargo bench --locked -p "${target%%:*}" --bench "${target##*:}" -- \
       --warm-up-time 1 --measurement-time 3 --noplot

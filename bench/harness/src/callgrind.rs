@@ -87,13 +87,13 @@ pub fn render(counts: &[Counts], repeats: usize) -> String {
         let spread = count.init.last().unwrap_or(&0) - count.init.first().unwrap_or(&0);
         let _ = writeln!(
             text,
-            "| {} | {} | {} | {:.2}× | {} | {:+} |",
+            "| {} | {} | {} | {:.2}× | {} | {} |",
             count.name,
             thousands(init),
             thousands(spread),
             init as f64 / base_init.max(1) as f64,
             thousands(count.per_warm),
-            count.per_warm as i64 - baseline.per_warm as i64,
+            signed_thousands(count.per_warm as i64 - baseline.per_warm as i64),
         );
     }
     text
@@ -115,6 +115,20 @@ fn thousands(n: u64) -> String {
     out
 }
 
+fn signed_thousands(n: i64) -> String {
+    let sign = if n < 0 { '−' } else { '+' };
+    format!("{sign}{}", thousands(n.unsigned_abs()))
+}
+
+/// `stack-hook (ROS webhook)` → `stack-hook-ros-webhook`.
+fn slug(name: &str) -> String {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|part| !part.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 /// One process under callgrind with `invocations` events; its instruction total.
 async fn run(
     bench: &mut Bench,
@@ -123,9 +137,10 @@ async fn run(
     invocations: usize,
     repeat: usize,
 ) -> Result<u64, String> {
+    // By scenario, not binary: stack-hook's two senders are two profiles.
     let out = bench.logs.join(format!(
         "callgrind-{}-{invocations}-{repeat}.out",
-        scenario.binary
+        slug(scenario.name)
     ));
     let _ = std::fs::remove_file(&out);
     let wrapper = [
@@ -190,6 +205,18 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(20_043_796), "20,043,796");
+        assert_eq!(signed_thousands(1_195_705), "+1,195,705");
+        assert_eq!(signed_thousands(-2_500), "−2,500");
+    }
+
+    #[test]
+    fn one_profile_file_per_scenario() {
+        assert_eq!(slug("stack-hook (ROS webhook)"), "stack-hook-ros-webhook");
+        assert_eq!(
+            slug("s3-notification (VK records)"),
+            "s3-notification-vk-records"
+        );
+        assert_eq!(slug("hello-world"), "hello-world");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!
 //! After forwarding, only `500`, `reset` and `stall` are possible: an answer that was a success.
 
+use crate::upstream::{self, UpstreamClient};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -181,7 +182,7 @@ impl Counts {
 
 struct State {
     upstream: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: UpstreamClient,
     rng: Mutex<u64>,
     /// The share of faulted requests, as `f64` bits.
     share: AtomicU64,
@@ -497,32 +498,9 @@ fn error_response(service: Service, kind: Kind) -> Response<Full<Bytes>> {
 }
 
 async fn forward(state: &State, parts: http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut outgoing = Request::builder()
-        .method(parts.method)
-        .uri(format!("{}{path}", state.upstream));
-    for (name, value) in &parts.headers {
-        // The Host header stays: the request is signed over it. Framing is hyper's to set.
-        if name != http::header::CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
-            outgoing = outgoing.header(name, value);
-        }
-    }
-    let Ok(outgoing) = outgoing.body(Full::new(body)) else {
-        return plain(400, "unforwardable request");
-    };
-    let answer = match state.client.request(outgoing).await {
-        Ok(answer) => answer,
-        Err(err) => return plain(502, format!("upstream: {err}")),
-    };
-    let (mut parts, body) = answer.into_parts();
-    let body = body
-        .collect()
+    upstream::forward(&state.client, &state.upstream, parts, body)
         .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    parts.headers.remove(http::header::TRANSFER_ENCODING);
-    parts.headers.remove(http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, Full::new(body))
+        .unwrap_or_else(|(status, message)| plain(status, message))
 }
 
 fn plain(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

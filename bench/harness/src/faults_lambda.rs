@@ -25,6 +25,7 @@ mod faults;
 mod http_server;
 #[path = "signed.rs"]
 mod signed;
+mod upstream;
 
 use faults::{Context, Report, Row};
 use std::path::PathBuf;

@@ -14,6 +14,7 @@ mod signed;
 mod stats;
 mod tls_cold;
 mod tracing_cost;
+mod upstream;
 mod webhooks_lambda;
 
 use bytes::Bytes;

@@ -4,6 +4,7 @@
 //! round trip" of the targets.
 
 use crate::http_server;
+use crate::upstream::{self, UpstreamClient};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -50,8 +51,7 @@ impl TimingProxy {
     pub async fn start(upstream: &str) -> std::io::Result<TimingProxy> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(connector);
+        let client: UpstreamClient = Client::builder(TokioExecutor::new()).build(connector);
         let upstream: Arc<str> = upstream.trim_end_matches('/').into();
         let counters = Arc::new(Counters::default());
         let shared = counters.clone();
@@ -101,7 +101,7 @@ impl Drop for TimingProxy {
 }
 
 async fn forward(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &UpstreamClient,
     upstream: &str,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -109,30 +109,7 @@ async fn forward(
     let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
         return http_server::response(400, "unreadable request body");
     };
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut outgoing = Request::builder()
-        .method(parts.method)
-        .uri(format!("{upstream}{path}"));
-    for (name, value) in &parts.headers {
-        // The Host header stays: the request is signed over it. Framing is hyper's to set.
-        if name != http::header::CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
-            outgoing = outgoing.header(name, value);
-        }
-    }
-    let Ok(outgoing) = outgoing.body(Full::new(body)) else {
-        return http_server::response(400, "unforwardable request");
-    };
-    let answer = match client.request(outgoing).await {
-        Ok(answer) => answer,
-        Err(err) => return http_server::response(502, format!("upstream: {err}")),
-    };
-    let (mut parts, body) = answer.into_parts();
-    let body = body
-        .collect()
+    upstream::forward(client, upstream, parts, body)
         .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    parts.headers.remove(http::header::TRANSFER_ENCODING);
-    parts.headers.remove(http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, Full::new(body))
+        .unwrap_or_else(|(status, message)| http_server::response(status, message))
 }

@@ -293,7 +293,22 @@ pub async fn sdk_config() -> Result<SdkConfig, ConfigError> {
 }
 
 pub fn dynamo_store(config: &SdkConfig, table: impl Into<String>) -> DynamoStore {
-    DynamoStore::new(aws_sdk_dynamodb::Client::new(config), table)
+    DynamoStore::new(dynamodb_client(config), table)
+}
+
+/// Every DynamoDB client. Stalled-stream protection is off: it ends a body that moves slower
+/// than 1 B/s after a 5 s grace period, and [`timeout_config`] ends every DynamoDB operation
+/// after 1.2 s, so it could never act; what it costs is per request (3.5% of the client side
+/// of a `PutItem`, `cargo bench -p hub-core --bench dynamo_request`, in `BENCHMARKS.md`). S3
+/// clients, whose reads may last 30 s, keep it.
+pub fn dynamodb_client(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(config)
+            .stalled_stream_protection(
+                aws_sdk_dynamodb::config::StalledStreamProtectionConfig::disabled(),
+            )
+            .build(),
+    )
 }
 
 /// The SDK configuration, made on first use: a local server whose routes need no AWS service

@@ -39,7 +39,7 @@ where
     let table = events_table(setup).map_err(fail_start)?;
     let warm_up = WarmUp::from_vars(setup).map_err(fail_start)?;
     let dynamo = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(setup.sdk().await.map_err(fail_start)?),
+        crate::aws::dynamodb_client(setup.sdk().await.map_err(fail_start)?),
         table,
     );
     warm_up.apply(&dynamo).await;

@@ -106,7 +106,7 @@ pub async fn build(
 ) -> Result<DeliverFunction<DynamoWebhookStore, DynamoStore, SqsQueues>, ConfigError> {
     let sender = Sender::new(SenderConfig::from_vars(setup)?);
     let events = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(setup.sdk().await?),
+        hub_core::aws::dynamodb_client(setup.sdk().await?),
         events_table(setup)?,
     );
     let queues = SqsQueues {

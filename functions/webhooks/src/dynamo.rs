@@ -99,7 +99,7 @@ impl DynamoWebhookStore {
     /// The table named by `WEBHOOKS_TABLE`, with the function's SDK configuration.
     pub async fn from_setup(setup: &Setup) -> Result<Self, ConfigError> {
         let table = setup.required(TABLE_VARIABLE)?;
-        let client = Client::new(setup.sdk().await?);
+        let client = hub_core::aws::dynamodb_client(setup.sdk().await?);
         Ok(DynamoWebhookStore::new(client, table))
     }
 
