@@ -135,6 +135,14 @@ mod tests {
         store: S,
         api_token: Option<&str>,
     ) -> (StackHook<S, Arc<FixedClock>, FakeFetcher>, Arc<FixedClock>) {
+        hook_with_ttl(store, api_token, None)
+    }
+
+    fn hook_with_ttl<S: StackStore>(
+        store: S,
+        api_token: Option<&str>,
+        event_ttl_days: Option<u32>,
+    ) -> (StackHook<S, Arc<FixedClock>, FakeFetcher>, Arc<FixedClock>) {
         let clock = Arc::new(FixedClock::at(
             Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap(),
         ));
@@ -143,7 +151,7 @@ mod tests {
             api_token: api_token.map(Secret::new),
             edge: EdgeConfig {
                 max_body_bytes: 4096,
-                event_ttl_days: None,
+                event_ttl_days,
             },
             dedup_window_secs: 600,
         };
@@ -551,8 +559,42 @@ mod tests {
     }
 
     /// The memory store, but every call yields first, so that concurrent deliveries interleave
-    /// between their reads and their writes.
-    struct Interleaved(Arc<MemoryStore>);
+    /// between their reads and their writes; it counts the reads and writes it passes on.
+    struct Interleaved(Arc<MemoryStore>, Arc<Requests>);
+
+    #[derive(Default)]
+    struct Requests {
+        reads: std::sync::atomic::AtomicUsize,
+        writes: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Requests {
+        fn read(&self) {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn write(&self) {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        /// Reads and writes since the last call.
+        fn take(&self) -> (usize, usize) {
+            (
+                self.reads.swap(0, std::sync::atomic::Ordering::Relaxed),
+                self.writes.swap(0, std::sync::atomic::Ordering::Relaxed),
+            )
+        }
+    }
+
+    fn interleaved() -> (Interleaved, Arc<MemoryStore>, Arc<Requests>) {
+        let store = Arc::new(MemoryStore::new());
+        let requests = Arc::new(Requests::default());
+        (
+            Interleaved(store.clone(), requests.clone()),
+            store,
+            requests,
+        )
+    }
 
     impl EventWriter for Interleaved {
         async fn put_event(
@@ -560,6 +602,7 @@ mod tests {
             event: &hub_core::event::Event,
         ) -> Result<hub_core::store::PutOutcome, hub_core::store::StoreError> {
             tokio::task::yield_now().await;
+            self.1.write();
             self.0.put_event(event).await
         }
     }
@@ -570,6 +613,7 @@ mod tests {
             event_id: &str,
         ) -> Result<Option<hub_core::event::Event>, hub_core::store::StoreError> {
             tokio::task::yield_now().await;
+            self.1.read();
             self.0.get_event(source, event_id).await
         }
     }
@@ -581,6 +625,7 @@ mod tests {
             page: &hub_core::store::PageRequest,
         ) -> Result<hub_core::store::Page, hub_core::store::StoreError> {
             tokio::task::yield_now().await;
+            self.1.read();
             self.0.events_about(source, subject, page).await
         }
     }
@@ -592,6 +637,7 @@ mod tests {
             page: &hub_core::store::PageRequest,
         ) -> Result<hub_core::store::Page, hub_core::store::StoreError> {
             tokio::task::yield_now().await;
+            self.1.read();
             self.0.events_newest_first(source, range, page).await
         }
         async fn count_between(
@@ -609,6 +655,7 @@ mod tests {
             subject: &str,
         ) -> Result<Option<hub_core::event::Event>, hub_core::store::StoreError> {
             tokio::task::yield_now().await;
+            self.1.read();
             self.0.latest_about(source, subject).await
         }
         async fn subject_for_alias(
@@ -617,14 +664,15 @@ mod tests {
             alias: &str,
         ) -> Result<Option<String>, hub_core::store::StoreError> {
             tokio::task::yield_now().await;
+            self.1.read();
             self.0.subject_for_alias(source, alias).await
         }
     }
 
     #[tokio::test]
     async fn concurrent_deliveries_keep_the_lifecycle_and_collapse_retries() {
-        let store = Arc::new(MemoryStore::new());
-        let (hook, clock) = hook_over(Interleaved(store.clone()), Some(API_TOKEN));
+        let (interleaved, store, _) = interleaved();
+        let (hook, clock) = hook_over(interleaved, Some(API_TOKEN));
         let send = |name: &str, status: &str| {
             post(
                 &format!(r#"{{"StackId":"id-{name}","StackName":"{name}","Status":"{status}"}}"#),
@@ -673,6 +721,129 @@ mod tests {
         assert_eq!(store.len(), before + 1);
         let status = json_of(&hook.handle(get("/stacks/stack-0")).await);
         assert_eq!(status["status"], "ROLLBACK_COMPLETE");
+    }
+
+    /// Posts a ROS notification about `name` to any hook; the reply.
+    async fn send_to<S: StackStore>(
+        hook: &StackHook<S, Arc<FixedClock>, FakeFetcher>,
+        name: &str,
+        stack_id: &str,
+        status: &str,
+    ) -> Value {
+        let body =
+            format!(r#"{{"StackId":"{stack_id}","StackName":"{name}","Status":"{status}"}}"#);
+        let response = hook.handle(post(&body, Some(TOKEN))).await;
+        assert_eq!(response.status(), 200, "{name} {stack_id} {status}");
+        json_of(&response)
+    }
+
+    // A new stack's creation is one write and no read; everything else reads the chain first.
+    #[tokio::test]
+    async fn a_new_stack_is_one_write_and_every_later_delivery_reads_first() {
+        let (interleaved, store, requests) = interleaved();
+        let (hook, clock) = hook_over(interleaved, Some(API_TOKEN));
+        let reply = send_to(&hook, "web", "uuid-1", "CREATE_COMPLETE").await;
+        assert_eq!(
+            (reply["status"].as_str(), reply["sets_status"].as_bool()),
+            (Some("stored"), Some(true))
+        );
+        assert_eq!(requests.take(), (0, 1));
+
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(
+            send_to(&hook, "web", "uuid-1", "UPDATE_COMPLETE").await["status"],
+            "stored"
+        );
+        // The latest index, then the place after its answer (empty), then the put.
+        assert_eq!(requests.take(), (2, 1));
+
+        // A retry of the creation: the first place is taken (one write that stores nothing),
+        // then the chain says it is older than the update: a duplicate of the stored creation.
+        clock.advance(chrono::Duration::seconds(20));
+        let reply = send_to(&hook, "web", "uuid-1", "CREATE_COMPLETE").await;
+        assert_eq!(reply["status"], "duplicate");
+        assert_eq!(requests.take().1, 1);
+        assert_eq!(store.len(), 2);
+        let status = json_of(&hook.handle(get("/stacks/web")).await);
+        assert_eq!(status["status"], "UPDATE_COMPLETE");
+    }
+
+    #[tokio::test]
+    async fn with_a_retention_period_a_creation_reads_the_chain_first() {
+        let (interleaved, _store, requests) = interleaved();
+        let (hook, _clock) = hook_with_ttl(interleaved, Some(API_TOKEN), Some(30));
+        assert_eq!(
+            send_to(&hook, "web", "uuid-1", "CREATE_COMPLETE").await["status"],
+            "stored"
+        );
+        let (reads, writes) = requests.take();
+        assert!(reads >= 1, "no read before the first place ({reads})");
+        assert_eq!(writes, 1);
+    }
+
+    #[tokio::test]
+    async fn racing_copies_of_a_new_stacks_creation_store_one_event() {
+        let (interleaved, store, _) = interleaved();
+        let (hook, _clock) = hook_over(interleaved, Some(API_TOKEN));
+        let replies = futures_join5(
+            send_to(&hook, "fresh", "id-1", "CREATE_COMPLETE"),
+            send_to(&hook, "fresh", "id-1", "CREATE_COMPLETE"),
+            send_to(&hook, "fresh", "id-1", "CREATE_COMPLETE"),
+            send_to(&hook, "fresh", "id-1", "CREATE_COMPLETE"),
+            send_to(&hook, "fresh", "id-1", "CREATE_COMPLETE"),
+        )
+        .await;
+        let stored = replies.iter().filter(|r| r["status"] == "stored").count();
+        assert_eq!(stored, 1, "{replies:?}");
+        assert_eq!(store.len(), 1);
+    }
+
+    // A name whose chain is longer than one walk: a new stack under it is placed after the
+    // chain's head, not refused (the taken first place is not where the walk starts).
+    #[tokio::test]
+    async fn a_stack_created_again_under_a_long_lived_name_becomes_its_status() {
+        let (interleaved, _store, _) = interleaved();
+        let (hook, clock) = hook_over(interleaved, Some(API_TOKEN));
+        assert_eq!(
+            send_to(&hook, "ci", "id-1", "CREATE_COMPLETE").await["status"],
+            "stored"
+        );
+        for n in 0..(crate::receive::MAX_WALK + 8) {
+            clock.advance(chrono::Duration::minutes(1));
+            let status = if n % 2 == 0 {
+                "UPDATE_COMPLETE"
+            } else {
+                "ROLLBACK_COMPLETE"
+            };
+            assert_eq!(
+                send_to(&hook, "ci", "id-1", status).await["status"],
+                "stored"
+            );
+        }
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(
+            send_to(&hook, "ci", "id-1", "DELETE_COMPLETE").await["status"],
+            "stored"
+        );
+        clock.advance(chrono::Duration::minutes(1));
+        let reply = send_to(&hook, "ci", "id-2", "CREATE_COMPLETE").await;
+        assert_eq!(
+            (reply["status"].as_str(), reply["sets_status"].as_bool()),
+            (Some("stored"), Some(true))
+        );
+        let status = json_of(&hook.handle(get("/stacks/ci")).await);
+        assert_eq!(
+            (status["status"].as_str(), status["stack_id"].as_str()),
+            (Some("CREATE_COMPLETE"), Some("id-2"))
+        );
+        // The first stack's creation, replayed now, is history.
+        clock.advance(chrono::Duration::hours(1));
+        let reply = send_to(&hook, "ci", "id-1", "CREATE_COMPLETE").await;
+        assert_eq!(reply["sets_status"], false);
+        assert_eq!(
+            json_of(&hook.handle(get("/stacks/ci")).await)["stack_id"],
+            "id-2"
+        );
     }
 
     async fn futures_join5<F: std::future::Future>(a: F, b: F, c: F, d: F, e: F) -> [F::Output; 5] {

@@ -103,6 +103,27 @@ pub fn first_slot(stack_name: &str) -> String {
     chain_id(&[b"first", stack_name.as_bytes()])
 }
 
+/// Whether a delivery may take the first place of its name's chain without reading the chain
+/// first, answered before any read.
+///
+/// The first state-setting ROS delivery of a name always takes [`first_slot`] (the chain is
+/// empty), so while nothing expires that place is free exactly when the name has no chain: the
+/// put succeeds only for the name's first delivery, which sets the status whatever it is, and
+/// fails, without storing anything, for every later one. Two conditions keep that true:
+///
+/// - No `EVENT_TTL_DAYS`. The first place expires before the places after it, and a put into
+///   the freed place would start a second chain beside a live one.
+/// - A creation status. The first delivery of a new stack is one, and a delivery for a stack the
+///   name already has rarely is, so the put is seldom wasted. Every other status reads first.
+///
+/// One case escapes it: a stack name used both by CloudFormation (through SNS) and by ROS, whose
+/// ROS chain began after a CloudFormation event instead of in the first place. There a creation
+/// notification that ROS replays after later ones becomes the latest status instead of history
+/// (docs/protocols.md §3.1).
+pub fn first_slot_proves_a_new_name(status: &str, event_ttl_days: Option<u32>) -> bool {
+    event_ttl_days.is_none() && phase(status) == Phase::Create
+}
+
 /// The id of the state-setting event that follows `latest`. It depends on `latest` alone (its id
 /// and its arrival time, so that a chain started again after every event expired never meets
 /// the old one), never on the content that follows: two deliveries that both want to follow
@@ -160,6 +181,19 @@ mod tests {
 
     fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 3, 1, h, m, s).unwrap()
+    }
+
+    #[test]
+    fn only_creations_skip_the_read_and_only_while_nothing_expires() {
+        assert!(first_slot_proves_a_new_name("CREATE_COMPLETE", None));
+        assert!(first_slot_proves_a_new_name(
+            "CREATE_ROLLBACK_COMPLETE",
+            None
+        ));
+        assert!(first_slot_proves_a_new_name("IMPORT_CREATE_COMPLETE", None));
+        assert!(!first_slot_proves_a_new_name("CREATE_COMPLETE", Some(30)));
+        assert!(!first_slot_proves_a_new_name("UPDATE_COMPLETE", None));
+        assert!(!first_slot_proves_a_new_name("DELETE_COMPLETE", None));
     }
 
     #[test]

@@ -80,26 +80,18 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         let now = self.clock.now();
 
         // The rule and why it holds under concurrency: `crate::lifecycle` (docs/protocols.md §3.1).
-        let mut latest = self.chain_head(&notification.stack_name).await?;
+        let mut latest = match self.claim_first_slot(&notification, now).await? {
+            Some(stored) => return Ok(accepted(PutOutcome::Stored, &stored)),
+            None => self.chain_head(&notification.stack_name).await?,
+        };
         for _ in 0..MAX_RACES {
             match self.place(latest.as_ref(), &notification, now).await? {
                 Placement::Retry(of) => return Ok(accepted(PutOutcome::Duplicate, &of)),
                 Placement::Late => return self.store_late(notification, now).await,
                 Placement::Latest => {}
             }
-            let id = latest.as_ref().map_or_else(
-                || lifecycle::first_slot(&notification.stack_name),
-                lifecycle::slot_after,
-            );
-            let event = Event::new(
-                Source::Stack,
-                id.clone(),
-                notification.status.clone(),
-                notification.stack_name.clone(),
-                Value::Object(notification.body.clone()).to_string(),
-                lifecycle::received_after(latest.as_ref(), now),
-            )
-            .alias(Some(notification.stack_id.clone()));
+            let event = chain_event(&notification, latest.as_ref(), now);
+            let id = event.event_id.clone();
             match hub_core::metrics::time_store(self.store.put_event(&event)).await? {
                 PutOutcome::Stored => return Ok(accepted(PutOutcome::Stored, &event)),
                 // Another delivery took this place first: decide again, against it.
@@ -114,6 +106,31 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             }
         }
         Err(busy("too many concurrent deliveries for one stack"))
+    }
+
+    /// The creation of a stack under a name that has never had one needs no read: its event
+    /// takes the name's first chain place, and the insert-once put of that place is the whole
+    /// check (`lifecycle::first_slot_proves_a_new_name`). `Some` is the stored event; `None` means
+    /// the place was taken, or the shortcut does not apply, and the delivery is placed against
+    /// the chain's head as every other one is.
+    async fn claim_first_slot(
+        &self,
+        notification: &RosNotification,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Event>, ApiError> {
+        if !lifecycle::first_slot_proves_a_new_name(
+            &notification.status,
+            self.config.edge.event_ttl_days,
+        ) {
+            return Ok(None);
+        }
+        let event = chain_event(notification, None, now);
+        Ok(
+            match hub_core::metrics::time_store(self.store.put_event(&event)).await? {
+                PutOutcome::Stored => Some(event),
+                PutOutcome::Duplicate => None,
+            },
+        )
     }
 
     /// The stack name's latest state-setting event, read consistently: the "latest" index may
@@ -224,10 +241,31 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
     }
 }
 
+/// The event that takes the chain place after `latest` (the name's first place without one).
+fn chain_event(
+    notification: &RosNotification,
+    latest: Option<&Event>,
+    now: DateTime<Utc>,
+) -> Event {
+    let id = latest.map_or_else(
+        || lifecycle::first_slot(&notification.stack_name),
+        lifecycle::slot_after,
+    );
+    Event::new(
+        Source::Stack,
+        id,
+        notification.status.clone(),
+        notification.stack_name.clone(),
+        Value::Object(notification.body.clone()).to_string(),
+        lifecycle::received_after(latest, now),
+    )
+    .alias(Some(notification.stack_id.clone()))
+}
+
 /// How often one delivery may lose the race for the next place in a stack's chain before it
 /// gives up with 503 (ROS retries), and how far it follows the chain to its end.
 const MAX_RACES: usize = 8;
-const MAX_WALK: usize = 32;
+pub(crate) const MAX_WALK: usize = 32;
 
 fn busy(why: &str) -> ApiError {
     tracing::warn!(why, "stack hook could not place a notification");
