@@ -267,7 +267,7 @@ async fn run(options: Options) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", bench.options.out.display()))?;
     // Before the webhooks run, which drops the events table when it is done with it.
     eprintln!("bench: the cost of X-Ray tracing");
-    let traced = [&scenarios::FUNCTIONS[0], &scenarios::FUNCTIONS[5]];
+    let traced = [&scenarios::FUNCTIONS[0], &scenarios::FUNCTIONS[6]];
     let tracing = tracing_cost::measure(&mut bench, &traced).await?;
     eprintln!("bench: outbound webhooks on the Lambda path");
     text.push('\n');
@@ -479,6 +479,13 @@ impl Bench {
                     scenario.status, answer["body"]
                 ),
             ));
+        }
+        // Every request is new: a receiver that says so (stack-hook does) must have stored it.
+        let reply: Option<serde_json::Value> = answer["body"]
+            .as_str()
+            .and_then(|text| serde_json::from_str(text).ok());
+        if reply.is_some_and(|reply| reply["status"] == "duplicate") {
+            return Err(self.failure(scenario, "a new request was answered as a duplicate"));
         }
         Ok(())
     }

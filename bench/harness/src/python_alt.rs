@@ -45,7 +45,7 @@ const PATHS: [Compared; 2] = [
     },
     Compared {
         title: "DingTalk callback (`POST /dingtalk`)",
-        scenario: &FUNCTIONS[2],
+        scenario: &FUNCTIONS[3],
         module: "dingtalk_callback",
         tamper: wrong_signature,
         check_reply: dingtalk_reply,

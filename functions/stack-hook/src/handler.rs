@@ -559,16 +559,27 @@ mod tests {
     }
 
     /// The memory store, but every call yields first, so that concurrent deliveries interleave
-    /// between their reads and their writes; it counts the reads and writes it passes on.
-    struct Interleaved(Arc<MemoryStore>, Arc<Requests>);
+    /// between their reads and their writes; its probe counts the reads and writes it passes on
+    /// and can hold the "latest" index back.
+    struct Interleaved(Arc<MemoryStore>, Arc<Probe>);
 
     #[derive(Default)]
-    struct Requests {
+    struct Probe {
         reads: std::sync::atomic::AtomicUsize,
         writes: std::sync::atomic::AtomicUsize,
+        /// While set, the index answers this, however the chain has moved on since.
+        stale_latest: std::sync::Mutex<Option<Option<hub_core::event::Event>>>,
     }
 
-    impl Requests {
+    impl Probe {
+        async fn freeze_index(&self, store: &MemoryStore, subject: &str) {
+            let now = store
+                .latest_about(hub_core::event::Source::Stack, subject)
+                .await
+                .unwrap();
+            *self.stale_latest.lock().unwrap() = Some(now);
+        }
+
         fn read(&self) {
             self.reads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -586,9 +597,9 @@ mod tests {
         }
     }
 
-    fn interleaved() -> (Interleaved, Arc<MemoryStore>, Arc<Requests>) {
+    fn interleaved() -> (Interleaved, Arc<MemoryStore>, Arc<Probe>) {
         let store = Arc::new(MemoryStore::new());
-        let requests = Arc::new(Requests::default());
+        let requests = Arc::new(Probe::default());
         (
             Interleaved(store.clone(), requests.clone()),
             store,
@@ -656,6 +667,9 @@ mod tests {
         ) -> Result<Option<hub_core::event::Event>, hub_core::store::StoreError> {
             tokio::task::yield_now().await;
             self.1.read();
+            if let Some(stale) = self.1.stale_latest.lock().unwrap().clone() {
+                return Ok(stale);
+            }
             self.0.latest_about(source, subject).await
         }
         async fn subject_for_alias(
@@ -754,8 +768,8 @@ mod tests {
             send_to(&hook, "web", "uuid-1", "UPDATE_COMPLETE").await["status"],
             "stored"
         );
-        // The latest index, then the place after its answer (empty), then the put.
-        assert_eq!(requests.take(), (2, 1));
+        // The latest index, then the put into the place after its answer.
+        assert_eq!(requests.take(), (1, 1));
 
         // A retry of the creation: the first place is taken (one write that stores nothing),
         // then the chain says it is older than the update: a duplicate of the stored creation.
@@ -766,6 +780,47 @@ mod tests {
         assert_eq!(store.len(), 2);
         let status = json_of(&hook.handle(get("/stacks/web")).await);
         assert_eq!(status["status"], "UPDATE_COMPLETE");
+    }
+
+    // The "latest" index lags: every verdict is still taken against the chain's true head.
+    #[tokio::test]
+    async fn a_lagging_index_never_decides_a_delivery() {
+        let (interleaved, store, probe) = interleaved();
+        let (hook, clock) = hook_over(interleaved, Some(API_TOKEN));
+        send_to(&hook, "web", "uuid-1", "CREATE_COMPLETE").await;
+        clock.advance(chrono::Duration::minutes(1));
+        send_to(&hook, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        probe.freeze_index(&store, "web").await;
+        clock.advance(chrono::Duration::minutes(1));
+        // Against the index's UPDATE_COMPLETE it is a change; so it is against the head.
+        let reply = send_to(&hook, "web", "uuid-1", "ROLLBACK_COMPLETE").await;
+        assert_eq!(
+            (reply["status"].as_str(), reply["sets_status"].as_bool()),
+            (Some("stored"), Some(true))
+        );
+        // Against the index's answer this would be a retry; the head is ROLLBACK_COMPLETE, so
+        // it is a status that came back: a change.
+        clock.advance(chrono::Duration::seconds(10));
+        let reply = send_to(&hook, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        assert_eq!(
+            (reply["status"].as_str(), reply["sets_status"].as_bool()),
+            (Some("stored"), Some(true))
+        );
+        // Against the index's answer a new place is free-looking; the put into it fails and
+        // the delivery is placed after the head.
+        clock.advance(chrono::Duration::seconds(10));
+        let reply = send_to(&hook, "web", "uuid-1", "CHECK_COMPLETE").await;
+        assert_eq!(reply["sets_status"], true);
+        // And a retry of the head is a retry, not a change.
+        clock.advance(chrono::Duration::seconds(10));
+        assert_eq!(
+            send_to(&hook, "web", "uuid-1", "CHECK_COMPLETE").await["status"],
+            "duplicate"
+        );
+        *probe.stale_latest.lock().unwrap() = None;
+        let status = json_of(&hook.handle(get("/stacks/web")).await);
+        assert_eq!(status["status"], "CHECK_COMPLETE");
+        assert_eq!(store.len(), 5);
     }
 
     #[tokio::test]

@@ -22,7 +22,10 @@
 //! the state-setting events of a stack name form a chain: the id of the event that follows `P` is
 //! derived from `P` alone ([`slot_after`]), and the store's insert-once put is the
 //! compare-and-swap. Two deliveries deciding against the same latest race for the same id; the
-//! loser reads the winner (a consistent read by id) and decides again against it. Every decision
+//! loser reads the winner (a consistent read by id) and decides again against it. A decision
+//! taken against the index's possibly stale answer holds only if it is proved: a new latest by
+//! its put succeeding (the place after a stale answer is taken), a retry or a late delivery by
+//! following the chain from that answer with consistent reads and deciding again. Every decision
 //! is therefore taken against the true latest, never a stale one.
 
 use crate::ros::RosNotification;

@@ -82,10 +82,27 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         // The rule and why it holds under concurrency: `crate::lifecycle` (docs/protocols.md §3.1).
         let mut latest = match self.claim_first_slot(&notification, now).await? {
             Some(stored) => return Ok(accepted(PutOutcome::Stored, &stored)),
-            None => self.chain_head(&notification.stack_name).await?,
+            None => {
+                self.store
+                    .latest_about(Source::Stack, &notification.stack_name)
+                    .await?
+            }
         };
+        // The index's answer may lag behind the chain. A new latest status needs no check: its
+        // put into the place after `latest` succeeds only while `latest` is the chain's head. A
+        // verdict that puts nothing there (a retry, a late delivery) is taken again against the
+        // head, followed by consistent reads.
+        let mut at_head = latest.is_none();
         for _ in 0..MAX_RACES {
-            match self.place(latest.as_ref(), &notification, now).await? {
+            let placement = self.place(latest.as_ref(), &notification, now).await?;
+            if !at_head && !matches!(placement, Placement::Latest) {
+                if let Some(seen) = latest.take() {
+                    latest = Some(self.walk(seen).await?);
+                }
+                at_head = true;
+                continue;
+            }
+            match placement {
                 Placement::Retry(of) => return Ok(accepted(PutOutcome::Duplicate, &of)),
                 Placement::Late => return self.store_late(notification, now).await,
                 Placement::Latest => {}
@@ -102,6 +119,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
                         .await?
                         .ok_or_else(|| busy("the latest event of the stack vanished"))?;
                     latest = Some(self.walk(winner).await?);
+                    at_head = true;
                 }
             }
         }
@@ -131,15 +149,6 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
                 PutOutcome::Duplicate => None,
             },
         )
-    }
-
-    /// The stack name's latest state-setting event, read consistently: the "latest" index may
-    /// lag, so its answer is followed along the chain (`lifecycle::slot_after`) by id.
-    async fn chain_head(&self, stack_name: &str) -> Result<Option<Event>, ApiError> {
-        match self.store.latest_about(Source::Stack, stack_name).await? {
-            None => Ok(None),
-            Some(latest) => Ok(Some(self.walk(latest).await?)),
-        }
     }
 
     async fn walk(&self, mut latest: Event) -> Result<Event, ApiError> {
