@@ -124,8 +124,8 @@ pub const FUNCTIONS: [Scenario; 7] = [
 /// `UPDATE_COMPLETE` and `ROLLBACK_COMPLETE` take turns.
 fn known_stack_request(n: usize) -> Value {
     let mut request = signed::event_request(Sender::Ros, 0, "bench-known-stack", &BENCH);
-    let mut body: Value = serde_json::from_str(request["body"].as_str().expect("a text body"))
-        .expect("ROS JSON");
+    let mut body: Value =
+        serde_json::from_str(request["body"].as_str().expect("a text body")).expect("ROS JSON");
     body["StackId"] = serde_json::json!("00000000-0000-4000-8001-000000000000");
     body["Status"] = serde_json::json!(match n {
         0 => "CREATE_COMPLETE",
