@@ -1,6 +1,7 @@
 //! The stack-hook handler: routes `POST /stacks` to [`crate::receive`] (the sender's credential)
 //! and `GET /stacks/{stack}` to [`crate::status`] (the user's `Authorization: Bearer <API_TOKEN>`).
 
+use crate::heads::ChainHeads;
 use crate::StackHookConfig;
 use http::Method;
 use hub_core::auth::require_api_token;
@@ -54,6 +55,8 @@ pub struct StackHook<S, C, F> {
     pub(crate) clock: C,
     pub(crate) config: StackHookConfig,
     pub(crate) sns: SnsVerifier<F>,
+    /// The ROS chain heads this instance has proved (`crate::heads`).
+    pub(crate) heads: ChainHeads,
 }
 
 impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
@@ -63,6 +66,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             clock,
             config,
             sns,
+            heads: ChainHeads::default(),
         }
     }
 
@@ -146,6 +150,19 @@ mod tests {
         let clock = Arc::new(FixedClock::at(
             Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap(),
         ));
+        (
+            instance(store, api_token, event_ttl_days, clock.clone()),
+            clock,
+        )
+    }
+
+    /// A hook over `store` reading `clock`: another Lambda instance of the same function.
+    fn instance<S: StackStore>(
+        store: S,
+        api_token: Option<&str>,
+        event_ttl_days: Option<u32>,
+        clock: Arc<FixedClock>,
+    ) -> StackHook<S, Arc<FixedClock>, FakeFetcher> {
         let config = StackHookConfig {
             token: Some(Secret::new(TOKEN)),
             api_token: api_token.map(Secret::new),
@@ -159,7 +176,7 @@ mod tests {
             CertificateCache::new(FakeFetcher::new(), Default::default()),
             Vec::new(),
         );
-        (StackHook::new(store, clock.clone(), config, sns), clock)
+        StackHook::new(store, clock, config, sns)
     }
 
     fn post(body: &str, token: Option<&str>) -> Request {
@@ -376,7 +393,9 @@ mod tests {
         json_of(&hook.handle(get("/stacks/web")).await)
     }
 
-    async fn history_types(hook: &TestHook) -> Vec<(String, bool)> {
+    async fn history_types<S: StackStore>(
+        hook: &StackHook<S, Arc<FixedClock>, FakeFetcher>,
+    ) -> Vec<(String, bool)> {
         json_of(&hook.handle(get("/stacks/web?history=true&limit=100")).await)["events"]
             .as_array()
             .unwrap()
@@ -561,6 +580,7 @@ mod tests {
     /// The memory store, but every call yields first, so that concurrent deliveries interleave
     /// between their reads and their writes; its probe counts the reads and writes it passes on
     /// and can hold the "latest" index back.
+    #[derive(Clone)]
     struct Interleaved(Arc<MemoryStore>, Arc<Probe>);
 
     #[derive(Default)]
@@ -751,11 +771,12 @@ mod tests {
         json_of(&response)
     }
 
-    // A new stack's creation is one write and no read; everything else reads the chain first.
+    // A new stack's creation is one write and no read, and so is a change to a stack this
+    // instance has just placed; another instance reads the index first.
     #[tokio::test]
-    async fn a_new_stack_is_one_write_and_every_later_delivery_reads_first() {
+    async fn a_new_stack_is_one_write_and_so_is_a_change_to_a_stack_the_instance_knows() {
         let (interleaved, store, requests) = interleaved();
-        let (hook, clock) = hook_over(interleaved, Some(API_TOKEN));
+        let (hook, clock) = hook_over(interleaved.clone(), Some(API_TOKEN));
         let reply = send_to(&hook, "web", "uuid-1", "CREATE_COMPLETE").await;
         assert_eq!(
             (reply["status"].as_str(), reply["sets_status"].as_bool()),
@@ -768,32 +789,132 @@ mod tests {
             send_to(&hook, "web", "uuid-1", "UPDATE_COMPLETE").await["status"],
             "stored"
         );
-        // The latest index, then the put into the place after its answer.
+        // The put into the place after the head this instance stored.
+        assert_eq!(requests.take(), (0, 1));
+
+        // Another instance: the latest index, then the put into the place after its answer.
+        let other = instance(interleaved, Some(API_TOKEN), None, clock.clone());
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(
+            send_to(&other, "web", "uuid-1", "ROLLBACK_COMPLETE").await["status"],
+            "stored"
+        );
         assert_eq!(requests.take(), (1, 1));
 
-        // A retry of the creation: the first place is taken (one write that stores nothing),
-        // then the chain says it is older than the update: a duplicate of the stored creation.
+        // A retry of the creation at the first instance: the first place is taken (one write
+        // that stores nothing); against the head it remembers (UPDATE_COMPLETE) it is late, and
+        // the chain, followed to its head, says the same: a duplicate of the stored creation.
         clock.advance(chrono::Duration::seconds(20));
         let reply = send_to(&hook, "web", "uuid-1", "CREATE_COMPLETE").await;
         assert_eq!(reply["status"], "duplicate");
         assert_eq!(requests.take().1, 1);
-        assert_eq!(store.len(), 2);
+        assert_eq!(store.len(), 3);
         let status = json_of(&hook.handle(get("/stacks/web")).await);
+        assert_eq!(status["status"], "ROLLBACK_COMPLETE");
+    }
+
+    // One instance remembers a head that another instance has since moved on from: each verdict
+    // is still taken against the chain's true head.
+    #[tokio::test]
+    async fn a_remembered_head_another_instance_moved_on_from_never_decides_a_delivery() {
+        let (interleaved, store, requests) = interleaved();
+        let (first, clock) = hook_over(interleaved.clone(), Some(API_TOKEN));
+        let second = instance(interleaved, Some(API_TOKEN), None, clock.clone());
+        send_to(&first, "web", "uuid-1", "CREATE_COMPLETE").await;
+        clock.advance(chrono::Duration::minutes(1));
+        send_to(&first, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        clock.advance(chrono::Duration::minutes(1));
+        send_to(&second, "web", "uuid-1", "ROLLBACK_COMPLETE").await;
+        requests.take();
+
+        // ROS retries the rollback at the first instance. Against its head (UPDATE_COMPLETE) the
+        // rollback is a change; the put into the place after that head finds it taken, and
+        // against the winner it is a retry.
+        clock.advance(chrono::Duration::seconds(10));
+        assert_eq!(
+            send_to(&first, "web", "uuid-1", "ROLLBACK_COMPLETE").await["status"],
+            "duplicate"
+        );
+        assert_eq!(store.len(), 3);
+        assert_eq!(
+            requests.take(),
+            (2, 1),
+            "the winner, then the place after it"
+        );
+
+        // The second instance moves on again; the first one's head is the rollback now.
+        clock.advance(chrono::Duration::seconds(10));
+        send_to(&second, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        // A retry of that update at the first instance: against its head it is a change (A-B-A);
+        // the put finds the place taken, and against the winner it is a retry.
+        clock.advance(chrono::Duration::seconds(10));
+        assert_eq!(
+            send_to(&first, "web", "uuid-1", "UPDATE_COMPLETE").await["status"],
+            "duplicate"
+        );
+        // The second instance moves on once more. A replayed creation at the first instance is
+        // late against its remembered head and against the true head: history.
+        clock.advance(chrono::Duration::seconds(10));
+        send_to(&second, "web", "uuid-1", "CHECK_COMPLETE").await;
+        clock.advance(chrono::Duration::hours(1));
+        let reply = send_to(&first, "web", "uuid-1", "CREATE_COMPLETE").await;
+        assert_eq!(reply["sets_status"], false);
+        // And a retry of the true head at the first instance is a retry, not a change.
+        clock.advance(chrono::Duration::seconds(10));
+        send_to(&second, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        clock.advance(chrono::Duration::seconds(10));
+        assert_eq!(
+            send_to(&first, "web", "uuid-1", "UPDATE_COMPLETE").await["status"],
+            "duplicate"
+        );
+        let status = json_of(&first.handle(get("/stacks/web")).await);
         assert_eq!(status["status"], "UPDATE_COMPLETE");
+        assert_eq!(
+            history_types(&first)
+                .await
+                .iter()
+                .filter(|(_, sets)| *sets)
+                .count(),
+            6,
+            "create, update, rollback, update, check, update"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_remembered_head_is_used_for_minutes_then_the_index_is_asked_again() {
+        let (interleaved, _store, requests) = interleaved();
+        let (hook, clock) = hook_over(interleaved, Some(API_TOKEN));
+        send_to(&hook, "web", "uuid-1", "CREATE_COMPLETE").await;
+        clock.advance(chrono::Duration::minutes(4));
+        send_to(&hook, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        requests.take();
+        clock.advance(chrono::Duration::minutes(4));
+        send_to(&hook, "web", "uuid-1", "ROLLBACK_COMPLETE").await;
+        assert_eq!(requests.take(), (0, 1), "proved four minutes ago");
+        clock.advance(crate::heads::MAX_AGE);
+        send_to(&hook, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        assert_eq!(
+            requests.take(),
+            (1, 1),
+            "proved too long ago: the index first"
+        );
     }
 
     // The "latest" index lags: every verdict is still taken against the chain's true head.
     #[tokio::test]
     async fn a_lagging_index_never_decides_a_delivery() {
         let (interleaved, store, probe) = interleaved();
-        let (hook, clock) = hook_over(interleaved, Some(API_TOKEN));
+        let (hook, clock) = hook_over(interleaved.clone(), Some(API_TOKEN));
         send_to(&hook, "web", "uuid-1", "CREATE_COMPLETE").await;
         clock.advance(chrono::Duration::minutes(1));
         send_to(&hook, "web", "uuid-1", "UPDATE_COMPLETE").await;
         probe.freeze_index(&store, "web").await;
+        // Each delivery reaches a new instance, which remembers no head: the index's answer is
+        // where each starts.
+        let fresh = || instance(interleaved.clone(), Some(API_TOKEN), None, clock.clone());
         clock.advance(chrono::Duration::minutes(1));
         // Against the index's UPDATE_COMPLETE it is a change; so it is against the head.
-        let reply = send_to(&hook, "web", "uuid-1", "ROLLBACK_COMPLETE").await;
+        let reply = send_to(&fresh(), "web", "uuid-1", "ROLLBACK_COMPLETE").await;
         assert_eq!(
             (reply["status"].as_str(), reply["sets_status"].as_bool()),
             (Some("stored"), Some(true))
@@ -801,7 +922,7 @@ mod tests {
         // Against the index's answer this would be a retry; the head is ROLLBACK_COMPLETE, so
         // it is a status that came back: a change.
         clock.advance(chrono::Duration::seconds(10));
-        let reply = send_to(&hook, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        let reply = send_to(&fresh(), "web", "uuid-1", "UPDATE_COMPLETE").await;
         assert_eq!(
             (reply["status"].as_str(), reply["sets_status"].as_bool()),
             (Some("stored"), Some(true))
@@ -809,12 +930,12 @@ mod tests {
         // Against the index's answer a new place is free-looking; the put into it fails and
         // the delivery is placed after the head.
         clock.advance(chrono::Duration::seconds(10));
-        let reply = send_to(&hook, "web", "uuid-1", "CHECK_COMPLETE").await;
+        let reply = send_to(&fresh(), "web", "uuid-1", "CHECK_COMPLETE").await;
         assert_eq!(reply["sets_status"], true);
         // And a retry of the head is a retry, not a change.
         clock.advance(chrono::Duration::seconds(10));
         assert_eq!(
-            send_to(&hook, "web", "uuid-1", "CHECK_COMPLETE").await["status"],
+            send_to(&fresh(), "web", "uuid-1", "CHECK_COMPLETE").await["status"],
             "duplicate"
         );
         *probe.stale_latest.lock().unwrap() = None;

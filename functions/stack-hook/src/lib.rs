@@ -3,6 +3,7 @@
 
 pub mod cfn;
 pub mod handler;
+pub mod heads;
 pub mod lifecycle;
 pub mod receive;
 pub mod ros;

@@ -26,7 +26,9 @@
 //! taken against the index's possibly stale answer holds only if it is proved: a new latest by
 //! its put succeeding (the place after a stale answer is taken), a retry or a late delivery by
 //! following the chain from that answer with consistent reads and deciding again. Every decision
-//! is therefore taken against the true latest, never a stale one.
+//! is therefore taken against the true latest, never a stale one. The same holds for the chain
+//! head an instance remembers from its last delivery for the name (`crate::heads`), which is
+//! where a delivery starts instead of the index when there is one.
 
 use crate::ros::RosNotification;
 use chrono::{DateTime, Duration, Utc};

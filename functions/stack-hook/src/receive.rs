@@ -61,6 +61,11 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             stored = stored.history_only();
         }
         let outcome = hub_core::metrics::time_store(self.store.put_event(&stored)).await?;
+        if stored.sets_state {
+            // A status outside the ROS chain: this instance's next ROS delivery for the name
+            // asks the index again (`crate::heads`).
+            self.heads.forget(&stored.subject);
+        }
         Ok(accepted(outcome, &stored))
     }
 
@@ -81,23 +86,30 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
 
         // The rule and why it holds under concurrency: `crate::lifecycle` (docs/protocols.md §3.1).
         let mut latest = match self.claim_first_slot(&notification, now).await? {
-            Some(stored) => return Ok(accepted(PutOutcome::Stored, &stored)),
-            None => {
-                self.store
-                    .latest_about(Source::Stack, &notification.stack_name)
-                    .await?
+            Some(stored) => {
+                self.heads
+                    .remember(&stored, now, self.config.edge.event_ttl_days);
+                return Ok(accepted(PutOutcome::Stored, &stored));
             }
+            None => match self.heads.get(&notification.stack_name, now) {
+                Some(head) => Some(head),
+                None => {
+                    self.store
+                        .latest_about(Source::Stack, &notification.stack_name)
+                        .await?
+                }
+            },
         };
-        // The index's answer may lag behind the chain. A new latest status needs no check: its
-        // put into the place after `latest` succeeds only while `latest` is the chain's head. A
-        // verdict that puts nothing there (a retry, a late delivery) is taken again against the
-        // head, followed by consistent reads.
+        // Both the head this instance remembers and the index's answer may lag behind the chain.
+        // A new latest status needs no check: its put into the place after `latest` succeeds only
+        // while `latest` is the chain's head. A verdict that puts nothing there (a retry, a late
+        // delivery) is taken again against the head, followed by consistent reads.
         let mut at_head = latest.is_none();
         for _ in 0..MAX_RACES {
             let placement = self.place(latest.as_ref(), &notification, now).await?;
             if !at_head && !matches!(placement, Placement::Latest) {
                 if let Some(seen) = latest.take() {
-                    latest = Some(self.walk(seen).await?);
+                    latest = Some(self.walk(seen, now).await?);
                 }
                 at_head = true;
                 continue;
@@ -110,7 +122,11 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             let event = chain_event(&notification, latest.as_ref(), now);
             let id = event.event_id.clone();
             match hub_core::metrics::time_store(self.store.put_event(&event)).await? {
-                PutOutcome::Stored => return Ok(accepted(PutOutcome::Stored, &event)),
+                PutOutcome::Stored => {
+                    self.heads
+                        .remember(&event, now, self.config.edge.event_ttl_days);
+                    return Ok(accepted(PutOutcome::Stored, &event));
+                }
                 // Another delivery took this place first: decide again, against it.
                 PutOutcome::Duplicate => {
                     let winner = self
@@ -118,7 +134,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
                         .get_event(Source::Stack, &id)
                         .await?
                         .ok_or_else(|| busy("the latest event of the stack vanished"))?;
-                    latest = Some(self.walk(winner).await?);
+                    latest = Some(self.walk(winner, now).await?);
                     at_head = true;
                 }
             }
@@ -151,7 +167,8 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         )
     }
 
-    async fn walk(&self, mut latest: Event) -> Result<Event, ApiError> {
+    /// Follows the chain from `latest` to its head with consistent reads; the head is remembered.
+    async fn walk(&self, mut latest: Event, now: DateTime<Utc>) -> Result<Event, ApiError> {
         for _ in 0..MAX_WALK {
             match self
                 .store
@@ -159,7 +176,11 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
                 .await?
             {
                 Some(next) => latest = next,
-                None => return Ok(latest),
+                None => {
+                    self.heads
+                        .remember(&latest, now, self.config.edge.event_ttl_days);
+                    return Ok(latest);
+                }
             }
         }
         Err(busy("the stack's latest event is moving too fast"))
