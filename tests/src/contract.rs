@@ -50,6 +50,7 @@ where
     put_is_idempotent(&fresh().await).await;
     history_is_newest_first_and_paginated(&fresh().await).await;
     latest_ignores_history_only_events(&fresh().await).await;
+    latest_by_id_prefix_skips_other_senders_and_history(&fresh().await).await;
     aliases_resolve_to_subjects(&fresh().await).await;
     timeline_spans_months_oldest_first(&fresh().await).await;
     sources_do_not_mix(&fresh().await).await;
@@ -180,6 +181,70 @@ pub async fn latest_ignores_history_only_events<S: EventStore>(store: &S) {
         store.latest_about(Source::Stack, "absent").await.unwrap(),
         None
     );
+}
+
+/// The newest state-setting event whose id has the prefix, however many newer state-setting
+/// events with other ids are in front of it (more than one page of the store's index).
+pub async fn latest_by_id_prefix_skips_other_senders_and_history<S: EventStore>(store: &S) {
+    let base = at(2024, 3, 1, 0);
+    let ours = |n: i64, id: &str| event(Source::Stack, id, "web", base + Duration::minutes(n));
+    store.put_event(&ours(0, "ros-a")).await.unwrap();
+    store.put_event(&ours(1, "ros-b")).await.unwrap();
+    // Newer, but history only, or not ours, or not this subject, or not this source.
+    store
+        .put_event(&ours(2, "ros-late").history_only())
+        .await
+        .unwrap();
+    let others = PageRequest::MAX_LIMIT as i64 + 5;
+    for n in 0..others {
+        store
+            .put_event(&ours(3 + n, &format!("cfn-{n}@arn")))
+            .await
+            .unwrap();
+    }
+    store
+        .put_event(&event(
+            Source::Stack,
+            "ros-c",
+            "api",
+            base + Duration::hours(9),
+        ))
+        .await
+        .unwrap();
+    store
+        .put_event(&event(
+            Source::Tsuru,
+            "ros-d",
+            "web",
+            base + Duration::hours(9),
+        ))
+        .await
+        .unwrap();
+    let found = store
+        .latest_with_id_prefix(Source::Stack, "web", "ros-")
+        .await
+        .unwrap()
+        .expect("the newest ros- event");
+    assert_eq!(found.event_id, "ros-b");
+    assert_eq!(
+        store
+            .latest_about(Source::Stack, "web")
+            .await
+            .unwrap()
+            .unwrap()
+            .event_id,
+        format!("cfn-{}@arn", others - 1)
+    );
+    for (subject, prefix) in [("web", "nope-"), ("web", "ros_"), ("absent", "ros-")] {
+        assert_eq!(
+            store
+                .latest_with_id_prefix(Source::Stack, subject, prefix)
+                .await
+                .unwrap(),
+            None,
+            "{subject} {prefix}"
+        );
+    }
 }
 
 pub async fn aliases_resolve_to_subjects<S: EventStore>(store: &S) {

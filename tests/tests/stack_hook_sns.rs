@@ -383,18 +383,18 @@ fn ros(stack_id: &str, status: &str) -> Request {
     request
 }
 
-// A name shared by a ROS stack and a CloudFormation stack. The ROS deliveries of a stack this
-// instance knows start from the chain head it remembers, which a CloudFormation status is not
-// part of: storing one makes the next ROS delivery for the name ask the index again, so it is
-// decided against the CloudFormation status, as before (functions/stack-hook/src/heads.rs).
+// A name shared by a ROS stack and a CloudFormation stack: the CloudFormation statuses are not
+// in the ROS chain, so ROS deliveries are decided against the ROS stack's own history by every
+// instance (one that remembers the chain's head, one that asks the index), and the name's status
+// is the newest event of either (functions/stack-hook/src/lifecycle.rs).
 #[tokio::test]
-async fn a_cloudformation_status_is_seen_by_the_next_ros_delivery_for_its_name() {
-    let (hook, _store, _) = setup().await;
+async fn a_cloudformation_stack_of_the_same_name_leaves_the_ros_chain_alone() {
+    let (hook, store, fetcher) = setup().await;
     for status in ["CREATE_COMPLETE", "UPDATE_COMPLETE"] {
         let reply = body_json(&hook.handle(ros("ros-uuid-1", status)).await);
         assert_eq!(reply["status"], "stored", "{status}");
     }
-    // Later than both ROS events, so the index's latest for the name.
+    // Later than every ROS event here, so the index's latest for the name.
     let after = (chrono::Utc::now() + chrono::Duration::minutes(1))
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
@@ -406,21 +406,46 @@ async fn a_cloudformation_status_is_seen_by_the_next_ros_delivery_for_its_name()
         )))
         .await;
     assert_eq!(body_json(&response)["status"], "stored");
-    assert_eq!(
-        body_json(&hook.handle(get("/stacks/orders-api")).await)["stack_id"],
-        CFN_STACK_ID
-    );
 
-    // The ROS stack's id is known under the name, which another stack now holds: history only.
-    let reply = body_json(&hook.handle(ros("ros-uuid-1", "ROLLBACK_COMPLETE")).await);
+    // Another instance, which remembers no head: the index's latest is CloudFormation's, and
+    // the ROS chain's head is found behind it. A rollback follows the ROS stack's update.
+    let vars = fixture_vars("StackHookFunction");
+    let other = StackHook::new(
+        store.clone(),
+        SystemClock,
+        StackHookConfig::from_vars(&vars).unwrap(),
+        sns_verifier(&vars, fetcher),
+    );
+    let reply = body_json(&other.handle(ros("ros-uuid-1", "ROLLBACK_COMPLETE")).await);
     assert_eq!(
         (reply["status"].as_str(), reply["sets_status"].as_bool()),
-        (Some("stored"), Some(false)),
+        (Some("stored"), Some(true)),
         "{reply}"
     );
+    // The first instance remembers the update as the head: ROS retrying the rollback there is
+    // still a retry (one chain), and a creation sent late is history.
+    let retry = body_json(&hook.handle(ros("ros-uuid-1", "ROLLBACK_COMPLETE")).await);
+    assert_eq!(retry["status"], "duplicate", "{retry}");
+    let late = body_json(&hook.handle(ros("ros-uuid-1", "CREATE_IN_PROGRESS")).await);
+    assert_eq!(late["sets_status"], false, "{late}");
+
+    // The name's status: the newest event, CloudFormation's.
     let status = body_json(&hook.handle(get("/stacks/orders-api")).await);
     assert_eq!(
         (status["status"].as_str(), status["stack_id"].as_str()),
         (Some("UPDATE_COMPLETE"), Some(CFN_STACK_ID))
     );
+    let ros_events: Vec<(String, bool)> = scan_items(&store)
+        .await
+        .iter()
+        .filter(|i| i["event_id"].as_s().unwrap().starts_with("ros-"))
+        .map(|i| {
+            (
+                i["event_type"].as_s().unwrap().clone(),
+                i.contains_key("state_key"),
+            )
+        })
+        .collect();
+    assert_eq!(ros_events.len(), 4, "{ros_events:?}");
+    assert_eq!(ros_events.iter().filter(|(_, sets)| *sets).count(), 3);
 }

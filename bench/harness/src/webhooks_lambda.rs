@@ -386,6 +386,7 @@ async fn fan_out_run(
     // timeout), which AWS's do not.
     world.drop_tables().await?;
     *world = World::create("fanout-warm", bench.proxy.endpoint(), receiver).await?;
+    let env = lambda_env(world);
     let mut batches = Vec::new();
     for _ in 0..(WARM_UP + bench.options.webhook_batches) {
         batches.push(stream_batch(world, EVENTS_PER_BATCH).await?);

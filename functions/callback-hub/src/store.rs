@@ -99,6 +99,15 @@ impl LatestState for AnyStore {
         delegate!(self, s => s.latest_about(source, subject))
     }
 
+    async fn latest_with_id_prefix(
+        &self,
+        source: Source,
+        subject: &str,
+        id_prefix: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        delegate!(self, s => s.latest_with_id_prefix(source, subject, id_prefix))
+    }
+
     async fn subject_for_alias(
         &self,
         source: Source,

@@ -591,6 +591,31 @@ impl LatestState for SqliteStore {
         .await
     }
 
+    async fn latest_with_id_prefix(
+        &self,
+        source: Source,
+        subject: &str,
+        id_prefix: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        let subject = subject.to_owned();
+        let id_prefix = id_prefix.to_owned();
+        self.read(move |c| {
+            // substr, not LIKE: a prefix is compared as it is, `_` and `%` included.
+            c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE source = ?1 AND subject = ?2 \
+                 AND sets_state = 1 AND substr(event_id, 1, length(?3)) = ?3 \
+                 ORDER BY event_key DESC LIMIT 1"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![source.as_str(), subject, id_prefix], row_to_event)
+                    .optional()
+            })
+            .map_err(failed)?
+            .transpose()
+        })
+        .await
+    }
+
     async fn subject_for_alias(
         &self,
         source: Source,

@@ -692,6 +692,18 @@ mod tests {
             }
             self.0.latest_about(source, subject).await
         }
+        async fn latest_with_id_prefix(
+            &self,
+            source: hub_core::event::Source,
+            subject: &str,
+            id_prefix: &str,
+        ) -> Result<Option<hub_core::event::Event>, hub_core::store::StoreError> {
+            tokio::task::yield_now().await;
+            self.1.read();
+            self.0
+                .latest_with_id_prefix(source, subject, id_prefix)
+                .await
+        }
         async fn subject_for_alias(
             &self,
             source: hub_core::event::Source,
@@ -793,7 +805,7 @@ mod tests {
         assert_eq!(requests.take(), (0, 1));
 
         // Another instance: the latest index, then the put into the place after its answer.
-        let other = instance(interleaved, Some(API_TOKEN), None, clock.clone());
+        let other = instance(interleaved.clone(), Some(API_TOKEN), None, clock.clone());
         clock.advance(chrono::Duration::minutes(1));
         assert_eq!(
             send_to(&other, "web", "uuid-1", "ROLLBACK_COMPLETE").await["status"],
@@ -801,11 +813,16 @@ mod tests {
         );
         assert_eq!(requests.take(), (1, 1));
 
-        // A retry of the creation at the first instance: the first place is taken (one write
-        // that stores nothing); against the head it remembers (UPDATE_COMPLETE) it is late, and
-        // the chain, followed to its head, says the same: a duplicate of the stored creation.
+        // A retry of the creation at the first instance, which remembers a head, so no put into
+        // the first place is tried: late against that head (UPDATE_COMPLETE), and against the
+        // chain's head, reached by a consistent read, too: a duplicate of the stored creation.
         clock.advance(chrono::Duration::seconds(20));
         let reply = send_to(&hook, "web", "uuid-1", "CREATE_COMPLETE").await;
+        assert_eq!(reply["status"], "duplicate");
+        assert_eq!(requests.take().1, 0);
+        // At a third instance, which remembers none, the put into the first place is tried.
+        let third = instance(interleaved, Some(API_TOKEN), None, clock.clone());
+        let reply = send_to(&third, "web", "uuid-1", "CREATE_COMPLETE").await;
         assert_eq!(reply["status"], "duplicate");
         assert_eq!(requests.take().1, 1);
         assert_eq!(store.len(), 3);
@@ -852,13 +869,16 @@ mod tests {
             send_to(&first, "web", "uuid-1", "UPDATE_COMPLETE").await["status"],
             "duplicate"
         );
-        // The second instance moves on once more. A replayed creation at the first instance is
-        // late against its remembered head and against the true head: history.
+        // The second instance moves on once more. A creation ROS sends late reaches the first
+        // instance: late against its remembered head and against the true head: history.
         clock.advance(chrono::Duration::seconds(10));
         send_to(&second, "web", "uuid-1", "CHECK_COMPLETE").await;
-        clock.advance(chrono::Duration::hours(1));
-        let reply = send_to(&first, "web", "uuid-1", "CREATE_COMPLETE").await;
-        assert_eq!(reply["sets_status"], false);
+        clock.advance(chrono::Duration::seconds(10));
+        let reply = send_to(&first, "web", "uuid-1", "CREATE_IN_PROGRESS").await;
+        assert_eq!(
+            (reply["status"].as_str(), reply["sets_status"].as_bool()),
+            (Some("stored"), Some(false))
+        );
         // And a retry of the true head at the first instance is a retry, not a change.
         clock.advance(chrono::Duration::seconds(10));
         send_to(&second, "web", "uuid-1", "UPDATE_COMPLETE").await;
@@ -877,6 +897,151 @@ mod tests {
                 .count(),
             6,
             "create, update, rollback, update, check, update"
+        );
+    }
+
+    // The head a first instance remembers (UPDATE_COMPLETE) looks like a retry of the status
+    // that came back at it; only the true head, after another instance's rollback, shows it is
+    // a change.
+    #[tokio::test]
+    async fn a_status_that_came_back_through_another_instance_is_a_change_not_a_retry() {
+        let (interleaved, store, _) = interleaved();
+        let (first, clock) = hook_over(interleaved.clone(), Some(API_TOKEN));
+        let second = instance(interleaved, Some(API_TOKEN), None, clock.clone());
+        send_to(&first, "web", "uuid-1", "CREATE_COMPLETE").await;
+        clock.advance(chrono::Duration::minutes(1));
+        send_to(&first, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        clock.advance(chrono::Duration::seconds(10));
+        send_to(&second, "web", "uuid-1", "ROLLBACK_COMPLETE").await;
+        clock.advance(chrono::Duration::seconds(10));
+        let reply = send_to(&first, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        assert_eq!(
+            (reply["status"].as_str(), reply["sets_status"].as_bool()),
+            (Some("stored"), Some(true))
+        );
+        assert_eq!(store.len(), 4);
+        let status = json_of(&first.handle(get("/stacks/web")).await);
+        assert_eq!(status["status"], "UPDATE_COMPLETE");
+    }
+
+    // Other instances moved the chain on by more than one walk since the first instance
+    // remembered it: the index, not a 503.
+    #[tokio::test]
+    async fn a_head_remembered_far_behind_the_chain_gives_way_to_the_index() {
+        let (interleaved, _store, _) = interleaved();
+        let (first, clock) = hook_over(interleaved.clone(), Some(API_TOKEN));
+        let second = instance(interleaved, Some(API_TOKEN), None, clock.clone());
+        send_to(&first, "web", "uuid-1", "CREATE_COMPLETE").await;
+        for n in 0..(crate::receive::MAX_WALK + 4) {
+            clock.advance(chrono::Duration::seconds(1));
+            let status = ["UPDATE_COMPLETE", "ROLLBACK_COMPLETE"][n % 2];
+            send_to(&second, "web", "uuid-1", status).await;
+        }
+        clock.advance(chrono::Duration::seconds(1));
+        // A change against the remembered head and the true one: the put after the remembered
+        // head fails, the walk from its winner ends before the head, the index leads there.
+        let reply = send_to(&first, "web", "uuid-1", "CHECK_COMPLETE").await;
+        assert_eq!(
+            (reply["status"].as_str(), reply["sets_status"].as_bool()),
+            (Some("stored"), Some(true))
+        );
+        assert_eq!(
+            json_of(&first.handle(get("/stacks/web")).await)["status"],
+            "CHECK_COMPLETE"
+        );
+        // Again, and now a late delivery: its verdict's walk from the remembered head (CHECK)
+        // ends before the head too.
+        for n in 0..(crate::receive::MAX_WALK + 4) {
+            clock.advance(chrono::Duration::seconds(1));
+            let status = ["UPDATE_COMPLETE", "ROLLBACK_COMPLETE"][n % 2];
+            send_to(&second, "web", "uuid-1", status).await;
+        }
+        clock.advance(chrono::Duration::seconds(1));
+        let reply = send_to(&first, "web", "uuid-1", "CREATE_IN_PROGRESS").await;
+        assert_eq!(
+            (reply["status"].as_str(), reply["sets_status"].as_bool()),
+            (Some("stored"), Some(false))
+        );
+        assert_eq!(
+            json_of(&first.handle(get("/stacks/web")).await)["status"],
+            "ROLLBACK_COMPLETE",
+            "the last of the second instance's"
+        );
+    }
+
+    // A CloudFormation stack of the same name: its statuses are outside the ROS chain. ROS
+    // deliveries are decided against the ROS chain, whichever instance takes them, and the
+    // name's status is the newer stack's.
+    #[tokio::test]
+    async fn a_cloudformation_status_of_the_same_name_is_outside_the_ros_chain() {
+        let (interleaved, store, _) = interleaved();
+        let (first, clock) = hook_over(interleaved.clone(), Some(API_TOKEN));
+        send_to(&first, "web", "uuid-1", "CREATE_COMPLETE").await;
+        clock.advance(chrono::Duration::minutes(1));
+        send_to(&first, "web", "uuid-1", "UPDATE_COMPLETE").await;
+        // What the SNS path stores for a CloudFormation stack event (crate::cfn).
+        clock.advance(chrono::Duration::minutes(1));
+        let arn = "arn:aws:cloudformation:us-east-1:123456789012:stack/web/0b1c";
+        let cfn = hub_core::event::Event::new(
+            hub_core::event::Source::Stack,
+            format!("9a8b-7c6d@{arn}"),
+            "UPDATE_COMPLETE",
+            "web",
+            format!(r#"{{"StackId":"{arn}"}}"#),
+            clock.now(),
+        )
+        .occurred_at(Some(clock.now()))
+        .alias(Some(arn.to_owned()));
+        store.put_event(&cfn).await.unwrap();
+        assert_eq!(
+            json_of(&first.handle(get("/stacks/web")).await)["stack_id"],
+            arn
+        );
+
+        // A second instance, remembering nothing: the index's latest is the CloudFormation
+        // status, and the ROS chain's head is found behind it. A rollback of the ROS stack
+        // follows its update: the name's status.
+        let second = instance(interleaved.clone(), Some(API_TOKEN), None, clock.clone());
+        clock.advance(chrono::Duration::seconds(10));
+        let reply = send_to(&second, "web", "uuid-1", "ROLLBACK_COMPLETE").await;
+        assert_eq!(
+            (reply["status"].as_str(), reply["sets_status"].as_bool()),
+            (Some("stored"), Some(true))
+        );
+        let status = json_of(&second.handle(get("/stacks/web")).await);
+        assert_eq!(
+            (status["status"].as_str(), status["stack_id"].as_str()),
+            (Some("ROLLBACK_COMPLETE"), Some("uuid-1"))
+        );
+        // The first instance still remembers the update: the rollback's retry there is a retry,
+        // one chain, not two.
+        clock.advance(chrono::Duration::seconds(10));
+        assert_eq!(
+            send_to(&first, "web", "uuid-1", "ROLLBACK_COMPLETE").await["status"],
+            "duplicate"
+        );
+        // A creation ROS sends late is late against the ROS chain, at either instance.
+        for hook in [&first, &second] {
+            clock.advance(chrono::Duration::seconds(10));
+            let reply = send_to(hook, "web", "uuid-1", "CREATE_IN_PROGRESS").await;
+            assert_eq!(reply["sets_status"], false);
+        }
+        // A third instance: a new ROS stack under the name starts a new lifecycle in the chain.
+        let third = instance(interleaved, Some(API_TOKEN), None, clock.clone());
+        clock.advance(chrono::Duration::seconds(10));
+        let reply = send_to(&third, "web", "uuid-2", "CREATE_COMPLETE").await;
+        assert_eq!(reply["sets_status"], true);
+        clock.advance(chrono::Duration::seconds(10));
+        let reply = send_to(&first, "web", "uuid-1", "CHECK_COMPLETE").await;
+        assert_eq!(
+            (reply["status"].as_str(), reply["sets_status"].as_bool()),
+            (Some("stored"), Some(false)),
+            "the old ROS stack is late now"
+        );
+        let status = json_of(&first.handle(get("/stacks/web")).await);
+        assert_eq!(
+            (status["status"].as_str(), status["stack_id"].as_str()),
+            (Some("CREATE_COMPLETE"), Some("uuid-2"))
         );
     }
 

@@ -6,16 +6,17 @@
 //! (`crate::lifecycle`): a new latest status is proved by its insert-once put into the place after
 //! the head (the place is taken if another instance has moved the chain on), and a retry or late
 //! verdict is taken again after consistent reads along the chain. A stale head therefore costs
-//! requests, never a wrong verdict, within the ROS chain. Three bounds keep it that way and keep
-//! the memory small:
+//! requests, never a wrong verdict. A head that other instances have moved far on from (the walk
+//! from it does not reach the end) is forgotten, and the index asked instead. CloudFormation
+//! statuses of the same name are outside the ROS chain and take no part in its decisions
+//! (`crate::lifecycle`), so one stored by another instance leaves a remembered head as current
+//! as before. The bounds:
 //!
 //! - Age: a head is forgotten after [`MAX_AGE`], and with `EVENT_TTL_DAYS` one whose event expires
 //!   within that time is never remembered, so a head never outlives its place in the table.
-//! - Size: at most [`MAX_HEADS`] names, and only events whose payload is at most
-//!   [`MAX_PAYLOAD_BYTES`] (a ROS notification is a few hundred bytes).
-//! - CloudFormation: a CloudFormation event that sets a name's status is not in the ROS chain.
-//!   This instance forgets the name's head when it stores one; one stored by another instance is
-//!   seen once the head ages out (docs/protocols.md §3.1).
+//! - Size: only events of at most [`MAX_EVENT_BYTES`] (id, type, name twice, stack id and
+//!   payload; a ROS notification is a few hundred bytes), for at most [`MAX_HEADS`] names: all
+//!   heads together hold a little over 4 MiB.
 
 use chrono::{DateTime, Duration, Utc};
 use hub_core::event::Event;
@@ -27,8 +28,8 @@ use std::sync::Mutex;
 pub const MAX_AGE: Duration = Duration::minutes(5);
 /// How many stack names are remembered at once; the oldest is dropped first.
 pub const MAX_HEADS: usize = 256;
-/// Larger events are not remembered (at most 4 MiB for all heads together).
-pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
+/// Larger events are not remembered.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 
 #[derive(Default)]
 pub struct ChainHeads {
@@ -56,7 +57,7 @@ impl ChainHeads {
 
     /// Remembers `head`, proved at `now` to be the latest event of its name's chain.
     pub fn remember(&self, head: &Event, now: DateTime<Utc>, event_ttl_days: Option<u32>) {
-        if head.payload.len() > MAX_PAYLOAD_BYTES
+        if remembered_size(head) > MAX_EVENT_BYTES
             || expires_within_max_age(head, now, event_ttl_days)
         {
             self.forget(&head.subject);
@@ -97,6 +98,15 @@ impl ChainHeads {
         // The map is valid after any panic (every change is one insert or remove).
         self.heads.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What an entry holds besides fixed-size fields (the name twice: key and event).
+fn remembered_size(head: &Event) -> usize {
+    head.payload.len()
+        + head.event_id.len()
+        + head.event_type.len()
+        + 2 * head.subject.len()
+        + head.subject_alias.as_ref().map_or(0, String::len)
 }
 
 /// Whether the store may delete `head` (DynamoDB TTL, `hub_core::store::Retained`) while it is
@@ -146,7 +156,7 @@ mod tests {
     fn large_events_and_events_about_to_expire_are_not_remembered() {
         let heads = ChainHeads::default();
         let mut large = head("big", noon());
-        large.payload = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES));
+        large.payload = format!("\"{}\"", "x".repeat(MAX_EVENT_BYTES));
         heads.remember(&large, noon(), None);
         assert!(heads.get("big", noon()).is_none());
 

@@ -29,6 +29,13 @@
 //! is therefore taken against the true latest, never a stale one. The same holds for the chain
 //! head an instance remembers from its last delivery for the name (`crate::heads`), which is
 //! where a delivery starts instead of the index when there is one.
+//!
+//! The chain holds ROS notifications only. A CloudFormation stack of the same name (its events
+//! come through SNS, `crate::cfn`) has statuses of its own, ordered by their own timestamps and
+//! never part of the chain: a ROS delivery is decided against the ROS chain alone, and the
+//! name's status (`GET /stacks/{stack}`) is the newer of the two stacks' latest events. So every
+//! name's chain begins at its [`first_slot`], and a remembered head cannot be bypassed by a
+//! CloudFormation status that another instance stored.
 
 use crate::ros::RosNotification;
 use chrono::{DateTime, Duration, Utc};
@@ -99,8 +106,17 @@ pub fn is_retry(
     latest.received_at >= retry_horizon(now, window_secs) && same_content(latest, notification)
 }
 
+/// How every chain id begins (a late delivery's id too, but that one never sets the status).
+pub const CHAIN_ID_PREFIX: &str = "ros-";
+
 fn chain_id(parts: &[&[u8]]) -> String {
-    format!("ros-{}", &content_id(parts)[..32])
+    format!("{CHAIN_ID_PREFIX}{}", &content_id(parts)[..32])
+}
+
+/// Whether a state-setting event is in a ROS chain, rather than a CloudFormation status of a
+/// stack of the same name (ids `{EventId}@{StackId}`).
+pub fn is_chain_id(event_id: &str) -> bool {
+    event_id.starts_with(CHAIN_ID_PREFIX)
 }
 
 /// The id of the first state-setting ROS event of a stack name.
@@ -121,10 +137,7 @@ pub fn first_slot(stack_name: &str) -> String {
 /// - A creation status. The first delivery of a new stack is one, and a delivery for a stack the
 ///   name already has rarely is, so the put is seldom wasted. Every other status reads first.
 ///
-/// One case escapes it: a stack name used both by CloudFormation (through SNS) and by ROS, whose
-/// ROS chain began after a CloudFormation event instead of in the first place. There a creation
-/// notification that ROS replays after later ones becomes the latest status instead of history
-/// (docs/protocols.md §3.1).
+/// CloudFormation statuses of the same name are not in the chain, so they take no place of it.
 pub fn first_slot_proves_a_new_name(status: &str, event_ttl_days: Option<u32>) -> bool {
     event_ttl_days.is_none() && phase(status) == Phase::Create
 }

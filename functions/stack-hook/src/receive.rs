@@ -61,11 +61,6 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             stored = stored.history_only();
         }
         let outcome = hub_core::metrics::time_store(self.store.put_event(&stored)).await?;
-        if stored.sets_state {
-            // A status outside the ROS chain: this instance's next ROS delivery for the name
-            // asks the index again (`crate::heads`).
-            self.heads.forget(&stored.subject);
-        }
         Ok(accepted(outcome, &stored))
     }
 
@@ -85,33 +80,38 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         let now = self.clock.now();
 
         // The rule and why it holds under concurrency: `crate::lifecycle` (docs/protocols.md §3.1).
-        let mut latest = match self.claim_first_slot(&notification, now).await? {
-            Some(stored) => {
-                self.heads
-                    .remember(&stored, now, self.config.edge.event_ttl_days);
-                return Ok(accepted(PutOutcome::Stored, &stored));
-            }
-            None => match self.heads.get(&notification.stack_name, now) {
-                Some(head) => Some(head),
-                None => {
-                    self.store
-                        .latest_about(Source::Stack, &notification.stack_name)
-                        .await?
+        let name = notification.stack_name.clone();
+        let ttl = self.config.edge.event_ttl_days;
+        // A head this instance proved lately (`crate::heads`) means the name has a chain, so its
+        // first place is taken: no put into it is tried.
+        let remembered = self.heads.get(&name, now);
+        let mut from_memory = remembered.is_some();
+        let mut latest = match remembered {
+            Some(head) => Some(head),
+            None => match self.claim_first_slot(&notification, now).await? {
+                Some(stored) => {
+                    self.heads.remember(&stored, now, ttl);
+                    return Ok(accepted(PutOutcome::Stored, &stored));
                 }
+                None => self.chain_head_by_index(&name).await?,
             },
         };
-        // Both the head this instance remembers and the index's answer may lag behind the chain.
-        // A new latest status needs no check: its put into the place after `latest` succeeds only
-        // while `latest` is the chain's head. A verdict that puts nothing there (a retry, a late
+        // Both the remembered head and the index's answer may lag behind the chain. A new latest
+        // status needs no check: its put into the place after `latest` succeeds only while
+        // `latest` is the chain's head. A verdict that puts nothing there (a retry, a late
         // delivery) is taken again against the head, followed by consistent reads.
         let mut at_head = latest.is_none();
         for _ in 0..MAX_RACES {
             let placement = self.place(latest.as_ref(), &notification, now).await?;
             if !at_head && !matches!(placement, Placement::Latest) {
                 if let Some(seen) = latest.take() {
-                    latest = Some(self.walk(seen, now).await?);
+                    latest = self.walk(seen, now).await?;
                 }
                 at_head = true;
+                if latest.is_none() {
+                    (latest, at_head) =
+                        self.start_again_from_index(&name, &mut from_memory).await?;
+                }
                 continue;
             }
             match placement {
@@ -123,8 +123,7 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
             let id = event.event_id.clone();
             match hub_core::metrics::time_store(self.store.put_event(&event)).await? {
                 PutOutcome::Stored => {
-                    self.heads
-                        .remember(&event, now, self.config.edge.event_ttl_days);
+                    self.heads.remember(&event, now, ttl);
                     return Ok(accepted(PutOutcome::Stored, &event));
                 }
                 // Another delivery took this place first: decide again, against it.
@@ -134,12 +133,48 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
                         .get_event(Source::Stack, &id)
                         .await?
                         .ok_or_else(|| busy("the latest event of the stack vanished"))?;
-                    latest = Some(self.walk(winner, now).await?);
+                    latest = self.walk(winner, now).await?;
                     at_head = true;
+                    if latest.is_none() {
+                        (latest, at_head) =
+                            self.start_again_from_index(&name, &mut from_memory).await?;
+                    }
                 }
             }
         }
         Err(busy("too many concurrent deliveries for one stack"))
+    }
+
+    /// After a walk that did not reach the chain's head: when the walk began at a remembered
+    /// head, other instances have moved the chain far on since, and the index is nearer the
+    /// head; otherwise the chain is moving faster than deliveries can follow (503, ROS retries).
+    async fn start_again_from_index(
+        &self,
+        name: &str,
+        from_memory: &mut bool,
+    ) -> Result<(Option<Event>, bool), ApiError> {
+        if !std::mem::take(from_memory) {
+            return Err(busy("the stack's latest event is moving too fast"));
+        }
+        self.heads.forget(name);
+        let latest = self.chain_head_by_index(name).await?;
+        let at_head = latest.is_none();
+        Ok((latest, at_head))
+    }
+
+    /// The newest event of the name's ROS chain by the "latest" index. The index also holds the
+    /// statuses of a CloudFormation stack of the same name, which are never part of the chain
+    /// (`crate::lifecycle`): the newest event whose id is a chain id.
+    async fn chain_head_by_index(&self, name: &str) -> Result<Option<Event>, ApiError> {
+        Ok(match self.store.latest_about(Source::Stack, name).await? {
+            Some(latest) if lifecycle::is_chain_id(&latest.event_id) => Some(latest),
+            None => None,
+            Some(_) => {
+                self.store
+                    .latest_with_id_prefix(Source::Stack, name, lifecycle::CHAIN_ID_PREFIX)
+                    .await?
+            }
+        })
     }
 
     /// The creation of a stack under a name that has never had one needs no read: its event
@@ -168,7 +203,8 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
     }
 
     /// Follows the chain from `latest` to its head with consistent reads; the head is remembered.
-    async fn walk(&self, mut latest: Event, now: DateTime<Utc>) -> Result<Event, ApiError> {
+    /// `None` when the head is more than [`MAX_WALK`] places on.
+    async fn walk(&self, mut latest: Event, now: DateTime<Utc>) -> Result<Option<Event>, ApiError> {
         for _ in 0..MAX_WALK {
             match self
                 .store
@@ -179,11 +215,11 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
                 None => {
                     self.heads
                         .remember(&latest, now, self.config.edge.event_ttl_days);
-                    return Ok(latest);
+                    return Ok(Some(latest));
                 }
             }
         }
-        Err(busy("the stack's latest event is moving too fast"))
+        Ok(None)
     }
 
     async fn place(

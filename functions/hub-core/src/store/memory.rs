@@ -133,6 +133,24 @@ impl LatestState for MemoryStore {
             .next())
     }
 
+    async fn latest_with_id_prefix(
+        &self,
+        source: Source,
+        subject: &str,
+        id_prefix: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        self.check()?;
+        Ok(self
+            .sorted(|e| {
+                e.source == source
+                    && e.subject == subject
+                    && e.sets_state
+                    && e.event_id.starts_with(id_prefix)
+            })
+            .into_iter()
+            .next())
+    }
+
     async fn subject_for_alias(
         &self,
         source: Source,

@@ -150,6 +150,15 @@ pub trait LatestState: Send + Sync {
         subject: &str,
     ) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
 
+    /// The newest state-setting event about `subject` whose id begins with `id_prefix`: the
+    /// latest of one sender's events where senders that name their ids apart share subjects.
+    fn latest_with_id_prefix(
+        &self,
+        source: Source,
+        subject: &str,
+        id_prefix: &str,
+    ) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
+
     /// The subject that an alias (a stack id, say) names, if any event carried that alias.
     fn subject_for_alias(
         &self,
@@ -232,6 +241,14 @@ impl<T: LatestState + ?Sized> LatestState for std::sync::Arc<T> {
         subject: &str,
     ) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send {
         (**self).latest_about(source, subject)
+    }
+    fn latest_with_id_prefix(
+        &self,
+        source: Source,
+        subject: &str,
+        id_prefix: &str,
+    ) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send {
+        (**self).latest_with_id_prefix(source, subject, id_prefix)
     }
     fn subject_for_alias(
         &self,

@@ -66,6 +66,17 @@ impl<S: LatestState> LatestState for Retained<S> {
         self.inner.latest_about(source, subject).await
     }
 
+    async fn latest_with_id_prefix(
+        &self,
+        source: Source,
+        subject: &str,
+        id_prefix: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        self.inner
+            .latest_with_id_prefix(source, subject, id_prefix)
+            .await
+    }
+
     async fn subject_for_alias(
         &self,
         source: Source,

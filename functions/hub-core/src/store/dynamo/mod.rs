@@ -226,6 +226,39 @@ impl LatestState for DynamoStore {
         Ok(events.into_iter().next())
     }
 
+    /// Pages through the state index newest first until an id matches: a filter expression
+    /// would read (and bill) the same items.
+    async fn latest_with_id_prefix(
+        &self,
+        source: Source,
+        subject: &str,
+        id_prefix: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        let mut start = None;
+        loop {
+            let (events, last) = self
+                .query_page(
+                    TableLayout::BY_STATE,
+                    TableLayout::STATE_KEY,
+                    keyed(source, subject),
+                    true,
+                    PageRequest::MAX_LIMIT,
+                    start,
+                )
+                .await?;
+            if let Some(found) = events
+                .into_iter()
+                .find(|e| e.event_id.starts_with(id_prefix))
+            {
+                return Ok(Some(found));
+            }
+            match last {
+                Some(key) => start = Some(key),
+                None => return Ok(None),
+            }
+        }
+    }
+
     async fn subject_for_alias(
         &self,
         source: Source,
