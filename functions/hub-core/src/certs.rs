@@ -114,13 +114,78 @@ pub fn public_key_from_pem(pem: &[u8]) -> Result<RsaPublicKey, CertError> {
     RsaPublicKey::from_public_key_der(&spki).map_err(|_| CertError::Invalid)
 }
 
+/// Whether `pem` is framed as one PEM `CERTIFICATE` block. Only the boundaries are read: the
+/// body's base64 (decoded in constant time by the PEM crate, about 140 instructions a byte) and
+/// the X.509 inside it are left to [`public_key_from_pem`].
+fn is_pem_certificate(pem: &[u8]) -> bool {
+    x509_cert::der::pem::decode_label(pem) == Ok("CERTIFICATE")
+}
+
+/// Certificates pinned by URL. Keys given parsed (tests) are served as they are; certificates
+/// read from `PINNED_CERTS_FILE` have their PEM framing checked at start and their key read on
+/// first use (`bench/changes.md`, item 14: two pinned certificates cost 0.45 million
+/// instructions at init, in every function that is configured with them, whether or not its
+/// first request, or any, is from a sender they verify).
+#[derive(Default)]
+pub struct PinnedCertificates(HashMap<String, Pin>);
+
+enum Pin {
+    Key(Arc<RsaPublicKey>),
+    Certificate {
+        pem: String,
+        key: OnceLock<Result<Arc<RsaPublicKey>, CertError>>,
+    },
+}
+
+impl From<HashMap<String, Arc<RsaPublicKey>>> for PinnedCertificates {
+    fn from(keys: HashMap<String, Arc<RsaPublicKey>>) -> Self {
+        PinnedCertificates(
+            keys.into_iter()
+                .map(|(url, key)| (url, Pin::Key(key)))
+                .collect(),
+        )
+    }
+}
+
+impl PinnedCertificates {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `None` when `url` is not pinned. A pinned certificate without a usable RSA key is the
+    /// operator's error, not the sender's: it is answered as unavailable (retried by the
+    /// sender, logged here), never as a bad signature and never by fetching the URL instead.
+    fn key(&self, url: &str) -> Option<Result<Arc<RsaPublicKey>, CertError>> {
+        match self.0.get(url)? {
+            Pin::Key(key) => Some(Ok(key.clone())),
+            Pin::Certificate { pem, key } => Some(
+                key.get_or_init(|| {
+                    public_key_from_pem(pem.as_bytes())
+                        .map(Arc::new)
+                        .map_err(|_| {
+                            tracing::error!(
+                                url,
+                                "PINNED_CERTS_FILE: no RSA key in this certificate"
+                            );
+                            CertError::Unreachable("pinned certificate has no RSA key".into())
+                        })
+                })
+                .clone(),
+            ),
+        }
+    }
+}
+
 /// `PINNED_CERTS_FILE`: a JSON object mapping certificate URL to PEM text. A file that is named
-/// but unreadable or invalid stops the function at start.
-pub fn pinned_from_vars(
-    vars: &impl Vars,
-) -> Result<HashMap<String, Arc<RsaPublicKey>>, ConfigError> {
+/// but unreadable, not such an object, or with a value not framed as a PEM certificate stops the
+/// function at start; each key is read from its certificate on first use.
+pub fn pinned_from_vars(vars: &impl Vars) -> Result<PinnedCertificates, ConfigError> {
     let Some(path) = vars.get("PINNED_CERTS_FILE") else {
-        return Ok(HashMap::new());
+        return Ok(PinnedCertificates::default());
     };
     let invalid = |reason: String| ConfigError::Invalid {
         name: "PINNED_CERTS_FILE",
@@ -132,11 +197,17 @@ pub fn pinned_from_vars(
         .map_err(|_| invalid("not a JSON object of URL to PEM text".into()))?;
     map.into_iter()
         .map(|(url, pem)| {
-            let key =
-                public_key_from_pem(pem.as_bytes()).map_err(|e| invalid(format!("{url}: {e}")))?;
-            Ok((url, Arc::new(key)))
+            if !is_pem_certificate(pem.as_bytes()) {
+                return Err(invalid(format!("{url}: {}", CertError::Invalid)));
+            }
+            let pin = Pin::Certificate {
+                pem,
+                key: OnceLock::new(),
+            };
+            Ok((url, pin))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(PinnedCertificates)
 }
 
 /// The cache a function builds at start: `PINNED_CERTS_FILE`, and HTTPS fetches (cached for the
@@ -224,15 +295,15 @@ impl State {
 /// Keys by certificate URL: pinned ones first, then fetched ones (bounded, least recently used
 /// evicted), with failures remembered briefly and concurrent fetches of one URL coalesced.
 pub struct CertificateCache<F> {
-    pinned: HashMap<String, Arc<RsaPublicKey>>,
+    pinned: PinnedCertificates,
     state: Mutex<State>,
     fetcher: F,
 }
 
 impl<F: Fetcher> CertificateCache<F> {
-    pub fn new(fetcher: F, pinned: HashMap<String, Arc<RsaPublicKey>>) -> Self {
+    pub fn new(fetcher: F, pinned: impl Into<PinnedCertificates>) -> Self {
         CertificateCache {
-            pinned,
+            pinned: pinned.into(),
             state: Mutex::new(State::default()),
             fetcher,
         }
@@ -244,8 +315,8 @@ impl<F: Fetcher> CertificateCache<F> {
 
     /// The key of an already allow-listed certificate URL.
     pub async fn public_key(&self, url: &str) -> Result<Arc<RsaPublicKey>, CertError> {
-        if let Some(key) = self.pinned.get(url) {
-            return Ok(key.clone());
+        if let Some(key) = self.pinned.key(url) {
+            return key;
         }
         let flight = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -459,9 +530,85 @@ mod tests {
         );
     }
 
+    fn pins_file(name: &str, pins: &[(&str, &str)]) -> String {
+        let map: HashMap<&str, &str> = pins.iter().copied().collect();
+        let path = std::env::temp_dir().join(format!(
+            "callback-hub-pins-{}-{name}.json",
+            std::process::id()
+        ));
+        std::fs::write(&path, serde_json::to_string(&map).unwrap()).unwrap();
+        path.display().to_string()
+    }
+
+    #[tokio::test]
+    async fn pinned_certificates_are_checked_at_start_and_their_keys_read_on_first_use() {
+        let no_certificate = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let bad_base64 = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        let path = pins_file(
+            "lazy",
+            &[
+                ("https://pinned/good.pem", TEST_PEM),
+                ("https://pinned/no-certificate.pem", no_certificate),
+                ("https://pinned/bad-base64.pem", bad_base64),
+            ],
+        );
+        let pinned = pinned_from_vars(&[("PINNED_CERTS_FILE", path.as_str())]).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(pinned.len(), 3);
+        let cache = CertificateCache::new(
+            Counting {
+                calls: AtomicUsize::new(0),
+                body: TEST_PEM,
+            },
+            pinned,
+        );
+        let key = cache.public_key("https://pinned/good.pem").await.unwrap();
+        assert_eq!(rsa::traits::PublicKeyParts::size(&*key), 256);
+        let again = cache.public_key("https://pinned/good.pem").await.unwrap();
+        assert!(Arc::ptr_eq(&key, &again), "read once, then kept");
+        // An operator's broken pin is unavailable (the sender retries), never a forgery verdict,
+        // and the pinned URL is never fetched in its place.
+        for url in [
+            "https://pinned/no-certificate.pem",
+            "https://pinned/bad-base64.pem",
+        ] {
+            for _ in 0..2 {
+                let answer = cache.public_key(url).await;
+                assert!(matches!(answer, Err(CertError::Unreachable(_))), "{url}");
+            }
+        }
+        assert_eq!(cache.fetcher.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_pin_not_framed_as_a_pem_certificate_stops_the_function_at_start() {
+        for (name, text) in [
+            ("not-pem", "not a certificate"),
+            ("unclosed", "-----BEGIN CERTIFICATE-----\nAAAA\n"),
+            (
+                "other-label",
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            ),
+            (
+                "mismatched",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            ),
+        ] {
+            let path = pins_file(name, &[("https://pinned/x.pem", text)]);
+            let result = pinned_from_vars(&[("PINNED_CERTS_FILE", path.as_str())]);
+            std::fs::remove_file(&path).unwrap();
+            let err = result
+                .err()
+                .unwrap_or_else(|| panic!("{name} accepted at start"));
+            assert_eq!(err.variable(), "PINNED_CERTS_FILE", "{name}");
+        }
+    }
+
     #[test]
     fn pinned_file_errors_name_the_variable() {
-        let err = pinned_from_vars(&[("PINNED_CERTS_FILE", "/nonexistent/pins.json")]).unwrap_err();
+        let err = pinned_from_vars(&[("PINNED_CERTS_FILE", "/nonexistent/pins.json")])
+            .err()
+            .unwrap();
         assert_eq!(err.variable(), "PINNED_CERTS_FILE");
         assert!(pinned_from_vars(&[("X", "y")]).unwrap().is_empty());
     }

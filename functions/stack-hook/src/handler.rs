@@ -173,7 +173,10 @@ mod tests {
             dedup_window_secs: 600,
         };
         let sns = SnsVerifier::new(
-            CertificateCache::new(FakeFetcher::new(), Default::default()),
+            CertificateCache::new(
+                FakeFetcher::new(),
+                hub_core::certs::PinnedCertificates::default(),
+            ),
             Vec::new(),
         );
         StackHook::new(store, clock, config, sns)
