@@ -772,6 +772,30 @@ mod tests {
         assert_eq!(status["status"], "ROLLBACK_COMPLETE");
     }
 
+    /// Whether a reply, which must be `stored`, set the stack's status (a change) or filed the
+    /// event as history (a retry or a late delivery).
+    fn sets_status(reply: &Value) -> bool {
+        assert_eq!(reply["status"], "stored", "{reply}");
+        reply["sets_status"]
+            .as_bool()
+            .expect("a stored reply says sets_status")
+    }
+
+    /// `count` changes about `name` through `hook`, a second apart, UPDATE and ROLLBACK in turn.
+    async fn change_many<S: StackStore>(
+        hook: &StackHook<S, Arc<FixedClock>, FakeFetcher>,
+        clock: &FixedClock,
+        name: &str,
+        stack_id: &str,
+        count: usize,
+    ) {
+        for n in 0..count {
+            clock.advance(chrono::Duration::seconds(1));
+            let status = ["UPDATE_COMPLETE", "ROLLBACK_COMPLETE"][n % 2];
+            assert!(sets_status(&send_to(hook, name, stack_id, status).await));
+        }
+    }
+
     /// Posts a ROS notification about `name` to any hook; the reply.
     async fn send_to<S: StackStore>(
         hook: &StackHook<S, Arc<FixedClock>, FakeFetcher>,
@@ -793,10 +817,7 @@ mod tests {
         let (interleaved, store, requests) = interleaved();
         let (hook, clock) = hook_over(interleaved.clone(), Some(API_TOKEN));
         let reply = send_to(&hook, "web", "uuid-1", "CREATE_COMPLETE").await;
-        assert_eq!(
-            (reply["status"].as_str(), reply["sets_status"].as_bool()),
-            (Some("stored"), Some(true))
-        );
+        assert!(sets_status(&reply));
         assert_eq!(requests.take(), (0, 1));
 
         clock.advance(chrono::Duration::minutes(1));
@@ -878,10 +899,7 @@ mod tests {
         send_to(&second, "web", "uuid-1", "CHECK_COMPLETE").await;
         clock.advance(chrono::Duration::seconds(10));
         let reply = send_to(&first, "web", "uuid-1", "CREATE_IN_PROGRESS").await;
-        assert_eq!(
-            (reply["status"].as_str(), reply["sets_status"].as_bool()),
-            (Some("stored"), Some(false))
-        );
+        assert!(!sets_status(&reply));
         // And a retry of the true head at the first instance is a retry, not a change.
         clock.advance(chrono::Duration::seconds(10));
         send_to(&second, "web", "uuid-1", "UPDATE_COMPLETE").await;
@@ -918,10 +936,7 @@ mod tests {
         send_to(&second, "web", "uuid-1", "ROLLBACK_COMPLETE").await;
         clock.advance(chrono::Duration::seconds(10));
         let reply = send_to(&first, "web", "uuid-1", "UPDATE_COMPLETE").await;
-        assert_eq!(
-            (reply["status"].as_str(), reply["sets_status"].as_bool()),
-            (Some("stored"), Some(true))
-        );
+        assert!(sets_status(&reply));
         assert_eq!(store.len(), 4);
         let status = json_of(&first.handle(get("/stacks/web")).await);
         assert_eq!(status["status"], "UPDATE_COMPLETE");
@@ -935,36 +950,36 @@ mod tests {
         let (first, clock) = hook_over(interleaved.clone(), Some(API_TOKEN));
         let second = instance(interleaved, Some(API_TOKEN), None, clock.clone());
         send_to(&first, "web", "uuid-1", "CREATE_COMPLETE").await;
-        for n in 0..(crate::receive::MAX_WALK + 4) {
-            clock.advance(chrono::Duration::seconds(1));
-            let status = ["UPDATE_COMPLETE", "ROLLBACK_COMPLETE"][n % 2];
-            send_to(&second, "web", "uuid-1", status).await;
-        }
+        change_many(
+            &second,
+            &clock,
+            "web",
+            "uuid-1",
+            crate::receive::MAX_WALK + 4,
+        )
+        .await;
         clock.advance(chrono::Duration::seconds(1));
         // A change against the remembered head and the true one: the put after the remembered
         // head fails, the walk from its winner ends before the head, the index leads there.
         let reply = send_to(&first, "web", "uuid-1", "CHECK_COMPLETE").await;
-        assert_eq!(
-            (reply["status"].as_str(), reply["sets_status"].as_bool()),
-            (Some("stored"), Some(true))
-        );
+        assert!(sets_status(&reply));
         assert_eq!(
             json_of(&first.handle(get("/stacks/web")).await)["status"],
             "CHECK_COMPLETE"
         );
         // Again, and now a late delivery: its verdict's walk from the remembered head (CHECK)
         // ends before the head too.
-        for n in 0..(crate::receive::MAX_WALK + 4) {
-            clock.advance(chrono::Duration::seconds(1));
-            let status = ["UPDATE_COMPLETE", "ROLLBACK_COMPLETE"][n % 2];
-            send_to(&second, "web", "uuid-1", status).await;
-        }
+        change_many(
+            &second,
+            &clock,
+            "web",
+            "uuid-1",
+            crate::receive::MAX_WALK + 4,
+        )
+        .await;
         clock.advance(chrono::Duration::seconds(1));
         let reply = send_to(&first, "web", "uuid-1", "CREATE_IN_PROGRESS").await;
-        assert_eq!(
-            (reply["status"].as_str(), reply["sets_status"].as_bool()),
-            (Some("stored"), Some(false))
-        );
+        assert!(!sets_status(&reply));
         assert_eq!(
             json_of(&first.handle(get("/stacks/web")).await)["status"],
             "ROLLBACK_COMPLETE",
@@ -1007,10 +1022,7 @@ mod tests {
         let second = instance(interleaved.clone(), Some(API_TOKEN), None, clock.clone());
         clock.advance(chrono::Duration::seconds(10));
         let reply = send_to(&second, "web", "uuid-1", "ROLLBACK_COMPLETE").await;
-        assert_eq!(
-            (reply["status"].as_str(), reply["sets_status"].as_bool()),
-            (Some("stored"), Some(true))
-        );
+        assert!(sets_status(&reply));
         let status = json_of(&second.handle(get("/stacks/web")).await);
         assert_eq!(
             (status["status"].as_str(), status["stack_id"].as_str()),
@@ -1036,11 +1048,7 @@ mod tests {
         assert_eq!(reply["sets_status"], true);
         clock.advance(chrono::Duration::seconds(10));
         let reply = send_to(&first, "web", "uuid-1", "CHECK_COMPLETE").await;
-        assert_eq!(
-            (reply["status"].as_str(), reply["sets_status"].as_bool()),
-            (Some("stored"), Some(false)),
-            "the old ROS stack is late now"
-        );
+        assert!(!sets_status(&reply), "the old ROS stack is late now");
         let status = json_of(&first.handle(get("/stacks/web")).await);
         assert_eq!(
             (status["status"].as_str(), status["stack_id"].as_str()),
@@ -1083,18 +1091,12 @@ mod tests {
         clock.advance(chrono::Duration::minutes(1));
         // Against the index's UPDATE_COMPLETE it is a change; so it is against the head.
         let reply = send_to(&fresh(), "web", "uuid-1", "ROLLBACK_COMPLETE").await;
-        assert_eq!(
-            (reply["status"].as_str(), reply["sets_status"].as_bool()),
-            (Some("stored"), Some(true))
-        );
+        assert!(sets_status(&reply));
         // Against the index's answer this would be a retry; the head is ROLLBACK_COMPLETE, so
         // it is a status that came back: a change.
         clock.advance(chrono::Duration::seconds(10));
         let reply = send_to(&fresh(), "web", "uuid-1", "UPDATE_COMPLETE").await;
-        assert_eq!(
-            (reply["status"].as_str(), reply["sets_status"].as_bool()),
-            (Some("stored"), Some(true))
-        );
+        assert!(sets_status(&reply));
         // Against the index's answer a new place is free-looking; the put into it fails and
         // the delivery is placed after the head.
         clock.advance(chrono::Duration::seconds(10));
@@ -1171,10 +1173,7 @@ mod tests {
         );
         clock.advance(chrono::Duration::minutes(1));
         let reply = send_to(&hook, "ci", "id-2", "CREATE_COMPLETE").await;
-        assert_eq!(
-            (reply["status"].as_str(), reply["sets_status"].as_bool()),
-            (Some("stored"), Some(true))
-        );
+        assert!(sets_status(&reply));
         let status = json_of(&hook.handle(get("/stacks/ci")).await);
         assert_eq!(
             (status["status"].as_str(), status["stack_id"].as_str()),
