@@ -104,14 +104,10 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
         for _ in 0..MAX_RACES {
             let placement = self.place(latest.as_ref(), &notification, now).await?;
             if !at_head && !matches!(placement, Placement::Latest) {
-                if let Some(seen) = latest.take() {
-                    latest = self.walk(seen, now).await?;
-                }
-                at_head = true;
-                if latest.is_none() {
-                    (latest, at_head) =
-                        self.start_again_from_index(&name, &mut from_memory).await?;
-                }
+                (latest, at_head) = match latest.take() {
+                    Some(seen) => self.head_from(seen, &name, now, &mut from_memory).await?,
+                    None => (None, true),
+                };
                 continue;
             }
             match placement {
@@ -133,26 +129,28 @@ impl<S: StackStore, C: Clock, F: Fetcher> StackHook<S, C, F> {
                         .get_event(Source::Stack, &id)
                         .await?
                         .ok_or_else(|| busy("the latest event of the stack vanished"))?;
-                    latest = self.walk(winner, now).await?;
-                    at_head = true;
-                    if latest.is_none() {
-                        (latest, at_head) =
-                            self.start_again_from_index(&name, &mut from_memory).await?;
-                    }
+                    (latest, at_head) =
+                        self.head_from(winner, &name, now, &mut from_memory).await?;
                 }
             }
         }
         Err(busy("too many concurrent deliveries for one stack"))
     }
 
-    /// After a walk that did not reach the chain's head: when the walk began at a remembered
-    /// head, other instances have moved the chain far on since, and the index is nearer the
-    /// head; otherwise the chain is moving faster than deliveries can follow (503, ROS retries).
-    async fn start_again_from_index(
+    /// The chain's head reached from `seen`, and whether it was reached by consistent reads.
+    /// A walk that does not reach the head: when the delivery began at a remembered head, other
+    /// instances have moved the chain far on since, and the index is nearer the head; otherwise
+    /// the chain is moving faster than deliveries can follow (503, ROS retries).
+    async fn head_from(
         &self,
+        seen: Event,
         name: &str,
+        now: DateTime<Utc>,
         from_memory: &mut bool,
     ) -> Result<(Option<Event>, bool), ApiError> {
+        if let Some(head) = self.walk(seen, now).await? {
+            return Ok((Some(head), true));
+        }
         if !std::mem::take(from_memory) {
             return Err(busy("the stack's latest event is moving too fast"));
         }

@@ -126,11 +126,7 @@ impl LatestState for MemoryStore {
         source: Source,
         subject: &str,
     ) -> Result<Option<Event>, StoreError> {
-        self.check()?;
-        Ok(self
-            .sorted(|e| e.source == source && e.subject == subject && e.sets_state)
-            .into_iter()
-            .next())
+        self.latest_with_id_prefix(source, subject, "").await
     }
 
     async fn latest_with_id_prefix(
