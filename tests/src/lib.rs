@@ -83,8 +83,18 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// A store on a fresh table of the shared moto server.
+/// A store on a fresh table of the shared moto server, as the functions build theirs: its puts
+/// sent directly, the SDK taking over whatever that path does not settle.
 pub async fn fresh_store(prefix: &str) -> hub_core::store::DynamoStore {
+    let config = Moto::shared().sdk_config().await;
+    let table = unique_name(prefix);
+    template::create_events_table(&aws_sdk_dynamodb::Client::new(&config), &table).await;
+    hub_core::aws::dynamo_store(&config, table)
+}
+
+/// A store on a fresh table whose every request goes through the SDK: the path the direct
+/// puts hand over to.
+pub async fn fresh_sdk_store(prefix: &str) -> hub_core::store::DynamoStore {
     let client = Moto::shared().dynamodb().await;
     let table = unique_name(prefix);
     template::create_events_table(&client, &table).await;
@@ -98,7 +108,7 @@ pub async fn unreachable_store() -> hub_core::store::DynamoStore {
         .expect("a free port")
         .port();
     let config = moto::sdk_config_for(&format!("http://127.0.0.1:{port}")).await;
-    hub_core::store::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), "unreachable")
+    hub_core::aws::dynamo_store(&config, "unreachable")
 }
 
 pub type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;

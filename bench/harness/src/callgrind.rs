@@ -73,7 +73,10 @@ pub fn render(counts: &[Counts], repeats: usize) -> String {
         text,
         "{repeats} processes, with the spread between the lowest and highest); **per warm \
          invocation**: the difference between a process of {SHORT} and one of {} invocations, \
-         over {WARM}; moto's side is not in it (another process).\n\n\
+         over {WARM}; moto's side is not in it (another process). Valgrind does not emulate the \
+         CPU's SHA extensions, so under it SHA-256 (SigV4 signing, the SNS and MNS digests) runs \
+         sha2's portable code: about 0.1 million of each function's instructions per warm \
+         invocation that natively are a few thousand SHA-NI instructions.\n\n\
          | function | init (instructions) | spread | init / hello-world | per warm invocation | warm − hello-world |\n\
          |---|---:|---:|---:|---:|---:|\n",
         SHORT + WARM

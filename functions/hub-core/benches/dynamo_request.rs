@@ -2,7 +2,8 @@
 //! `hub_core::aws::lambda_sdk_config` (signing, retries, timeouts, our HTTP client) against a
 //! server on loopback that answers at once, on one thread as the functions run. What the
 //! runtime-emulator runs (`BENCHMARKS.md`) count as a function's own time per DynamoDB request,
-//! without the proxy's hops.
+//! without the proxy's hops. Twice: through the SDK's orchestrator, and as the functions now
+//! send their puts (`hub_core::store::dynamo::direct`).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -94,6 +95,34 @@ fn bench(c: &mut Criterion) {
         .expect("the loopback server answers");
     c.bench_function("dynamodb/put-item", |b| {
         b.iter(|| runtime.block_on(put()).unwrap())
+    });
+
+    // The same put as the functions send it: `hub_core::store::dynamo::direct`.
+    let direct = hub_core::store::dynamo::direct::DirectPut::for_config(
+        &config,
+        hub_core::aws::dynamodb_connector(
+            &config,
+            &hub_core::sdk_http::SdkHttpClient::shared().unwrap(),
+        ),
+        std::time::Duration::from_millis(800),
+    )
+    .expect("a loopback endpoint the direct path signs for");
+    let item = std::collections::HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S("stack#ros-0123456789abcdef0123456789abcdef".into()),
+        ),
+        ("payload".to_owned(), AttributeValue::S("x".repeat(400))),
+    ]);
+    runtime
+        .block_on(direct.put_if_absent("callback-hub-events", &item))
+        .expect("the loopback server answers");
+    c.bench_function("dynamodb/put-item-direct", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(direct.put_if_absent("callback-hub-events", &item))
+                .unwrap()
+        })
     });
 }
 

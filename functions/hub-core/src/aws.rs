@@ -2,6 +2,7 @@
 //! point them at a local API (moto) in tests and local runs.
 
 use crate::config::{ConfigError, ProcessEnv, Vars};
+use crate::store::dynamo::direct::DirectPut;
 use crate::store::DynamoStore;
 use crate::telemetry::xray;
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
@@ -47,7 +48,7 @@ fn lambda_sdk_config_from(vars: &impl Vars) -> Result<SdkConfig, ConfigError> {
         ))
         .timeout_config(timeout_config())
         .retry_config(retry_config())
-        .http_client(https_client()?)
+        .http_client(lambda_https_client()?)
         .service_config(EndpointVariables);
     if let Some(url) = vars.get("AWS_ENDPOINT_URL") {
         builder = builder.endpoint_url(url);
@@ -89,6 +90,30 @@ pub fn https_client() -> Result<SharedHttpClient, ConfigError> {
     Ok(SharedHttpClient::new(Traced(
         crate::sdk_http::SdkHttpClient::new()?,
     )))
+}
+
+/// [`https_client`] on the process's one pool (`SdkHttpClient::shared`), which the direct
+/// DynamoDB puts of [`lambda_dynamo_store`] share: a Lambda process, one runtime for its life.
+/// Not for tests, whose runtimes come and go while a pool would keep their connections.
+fn lambda_https_client() -> Result<SharedHttpClient, ConfigError> {
+    Ok(SharedHttpClient::new(Traced(
+        crate::sdk_http::SdkHttpClient::shared()?,
+    )))
+}
+
+/// A connector on `http`'s pool for the timeouts of `config`, as the orchestrator derives them,
+/// so that a DynamoDB client built from `config` on the same client lands on the same pool.
+/// Its requests are X-Ray subsegments like the SDK's.
+pub fn dynamodb_connector(
+    config: &SdkConfig,
+    http: &crate::sdk_http::SdkHttpClient,
+) -> SharedHttpConnector {
+    let mut settings = HttpConnectorSettings::builder();
+    if let Some(timeouts) = config.timeout_config() {
+        settings.set_connect_timeout(timeouts.connect_timeout());
+        settings.set_read_timeout(timeouts.read_timeout());
+    }
+    SharedHttpConnector::new(Traced(http.connector(&settings.build())))
 }
 
 /// The SDK's HTTP client, recording each request to an AWS service as an X-Ray subsegment
@@ -292,8 +317,45 @@ pub async fn sdk_config() -> Result<SdkConfig, ConfigError> {
         .await)
 }
 
+/// The events store on `table`, its puts sent directly (`crate::store::dynamo::direct`)
+/// wherever the configuration lets that path send what the SDK would, on a pool of their own.
 pub fn dynamo_store(config: &SdkConfig, table: impl Into<String>) -> DynamoStore {
-    DynamoStore::new(dynamodb_client(config), table)
+    let http = crate::sdk_http::SdkHttpClient::new().ok();
+    dynamo_store_on(config, table, http.as_ref())
+}
+
+/// [`dynamo_store`] for a Lambda function's [`lambda_sdk_config`]: the direct puts share the
+/// pool of the SDK's requests, so that the connection `DYNAMODB_WARM_UP` opens (and its TLS
+/// handshake) serves the first put.
+pub fn lambda_dynamo_store(config: &SdkConfig, table: impl Into<String>) -> DynamoStore {
+    let http = crate::sdk_http::SdkHttpClient::shared().ok();
+    dynamo_store_on(config, table, http.as_ref())
+}
+
+/// Within the timeouts the SDK client has: one attempt's for the direct attempt, and the whole
+/// operation's for it and the SDK's after it together.
+fn dynamo_store_on(
+    config: &SdkConfig,
+    table: impl Into<String>,
+    http: Option<&crate::sdk_http::SdkHttpClient>,
+) -> DynamoStore {
+    /// For a configuration that bounds neither an attempt nor an operation.
+    const UNBOUNDED_ATTEMPT: Duration = Duration::from_secs(3);
+    let store = DynamoStore::new(dynamodb_client(config), table);
+    let (attempt, operation) = config
+        .timeout_config()
+        .map(|t| (t.operation_attempt_timeout(), t.operation_timeout()))
+        .unwrap_or_default();
+    let attempt = match (attempt, operation) {
+        (Some(attempt), Some(operation)) => attempt.min(operation),
+        (attempt, operation) => attempt.or(operation).unwrap_or(UNBOUNDED_ATTEMPT),
+    };
+    let direct = http
+        .and_then(|http| DirectPut::for_config(config, dynamodb_connector(config, http), attempt));
+    match direct {
+        Some(direct) => store.with_direct_put(direct, operation.unwrap_or(Duration::MAX)),
+        None => store,
+    }
 }
 
 /// Every DynamoDB client. Stalled-stream protection is off: it ends a body that moves slower

@@ -30,8 +30,10 @@ pub fn shared<H: Handler>(handler: H) -> SharedHandler {
         let handler = handler.clone();
         Box::pin(async move {
             let source = crate::metrics::receiving(handler.source(), &request);
+            // Boxed for the reason `lambda::invoke` gives.
+            let handled = Box::pin(handler.handle(request));
             crate::metrics::Metrics::global()
-                .observe(source, handler.handle(request))
+                .observe(source, handled)
                 .await
         })
     })

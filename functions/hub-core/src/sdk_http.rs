@@ -50,6 +50,30 @@ impl SdkHttpClient {
         })
     }
 
+    /// The process's client: every SDK configuration and the direct DynamoDB writes
+    /// (`crate::store::dynamo::direct`) share its pools, so that one warm connection (one TLS
+    /// handshake) serves them all. Made on first use; a failure (an `AWS_CA_BUNDLE` without a
+    /// certificate) is returned, not kept.
+    pub fn shared() -> Result<Self, ConfigError> {
+        static SHARED: std::sync::OnceLock<SdkHttpClient> = std::sync::OnceLock::new();
+        if let Some(client) = SHARED.get() {
+            return Ok(client.clone());
+        }
+        let client = Self::new()?;
+        Ok(SHARED.get_or_init(|| client).clone())
+    }
+
+    /// The connector (and pool) for these settings, as the SDK gets it through
+    /// [`HttpClient::http_connector`], for callers that hold no SDK runtime components.
+    pub fn connector(&self, settings: &HttpConnectorSettings) -> SharedHttpConnector {
+        let key = (settings.connect_timeout(), settings.read_timeout());
+        let mut connectors = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
+        connectors
+            .entry(key)
+            .or_insert_with(|| self.build_connector(settings))
+            .clone()
+    }
+
     fn build_connector(&self, settings: &HttpConnectorSettings) -> SharedHttpConnector {
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
@@ -77,12 +101,7 @@ impl HttpClient for SdkHttpClient {
         settings: &HttpConnectorSettings,
         _components: &RuntimeComponents,
     ) -> SharedHttpConnector {
-        let key = (settings.connect_timeout(), settings.read_timeout());
-        let mut connectors = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
-        connectors
-            .entry(key)
-            .or_insert_with(|| self.build_connector(settings))
-            .clone()
+        self.connector(settings)
     }
 }
 

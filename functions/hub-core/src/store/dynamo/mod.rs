@@ -20,6 +20,7 @@
 // Public only for the fuzz targets (fuzz/) and property tests: the decoder takes client input.
 #[doc(hidden)]
 pub mod cursor;
+pub mod direct;
 mod errors;
 mod item;
 
@@ -37,8 +38,12 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::retry::RetryConfig;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
+use direct::{Direct, DirectPut};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Attribute and index names of the events table.
 pub struct TableLayout;
@@ -64,6 +69,9 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    direct: Option<Arc<DirectPut>>,
+    /// Every put, however it is sent, ends within this (the SDK's operation timeout).
+    put_budget: Duration,
 }
 
 impl DynamoStore {
@@ -71,7 +79,37 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
+            direct: None,
+            put_budget: Duration::MAX,
         }
+    }
+
+    /// Puts events through `direct` first ([`direct`] says why, and what stays the SDK's),
+    /// all of a put within `budget`, a direct attempt and the SDK's after it together.
+    pub fn with_direct_put(mut self, direct: DirectPut, budget: Duration) -> Self {
+        self.direct = Some(Arc::new(direct));
+        self.put_budget = budget;
+        self
+    }
+
+    /// After a direct attempt that went out, the SDK's put is the rest of one operation: one
+    /// attempt fewer than its retry configuration allows, and, after a throttle or a 5xx, a
+    /// first wait as long as the SDK's own first retry would have made (its initial backoff,
+    /// with full jitter).
+    async fn after_direct_attempt(&self, back_off: bool) -> Option<RetryConfig> {
+        let configured = self.client.config().retry_config()?.clone();
+        if back_off {
+            let jitter = f64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .subsec_nanos()
+                    % 1_000,
+            ) / 1_000.0;
+            tokio::time::sleep(configured.initial_backoff().mul_f64(jitter)).await;
+        }
+        let attempts = configured.max_attempts().saturating_sub(1).max(1);
+        Some(configured.with_max_attempts(attempts))
     }
 
     pub fn table(&self) -> &str {
@@ -133,15 +171,50 @@ impl DynamoStore {
 impl EventWriter for DynamoStore {
     async fn put_event(&self, event: &Event) -> Result<PutOutcome, StoreError> {
         super::check_event_size(event)?;
-        let result = self
+        let started = Instant::now();
+        let item = event_to_item(event);
+        let mut retry = None;
+        if let Some(direct) = &self.direct {
+            match direct.put_if_absent(&self.table, &item).await {
+                Ok(Direct::Stored) => return Ok(PutOutcome::Stored),
+                Ok(Direct::AlreadyThere) => return Ok(PutOutcome::Duplicate),
+                Err(handover) => {
+                    if handover.is_unexpected() {
+                        tracing::warn!(reason = %handover, "direct PutItem refused; the SDK sends it");
+                    } else {
+                        tracing::debug!(reason = %handover, "direct PutItem handed to the SDK");
+                    }
+                    if handover.attempted() {
+                        retry = self.after_direct_attempt(handover.asks_to_back_off()).await;
+                    }
+                }
+            }
+        }
+        let mut sdk_put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(event_to_item(event)))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", TableLayout::PK)
-            .send()
-            .await;
+            .customize();
+        if let Some(retry) = retry {
+            sdk_put = sdk_put
+                .config_override(aws_sdk_dynamodb::config::Builder::default().retry_config(retry));
+        }
+        let sdk_put = sdk_put.send();
+        let result = if self.direct.is_some() {
+            let remaining = self.put_budget.saturating_sub(started.elapsed());
+            let Ok(result) = tokio::time::timeout(remaining, sdk_put).await else {
+                return Err(StoreError::Unavailable(format!(
+                    "PutItem did not finish within {} ms",
+                    self.put_budget.as_millis()
+                )));
+            };
+            result
+        } else {
+            sdk_put.await
+        };
         match result {
             Ok(_) => Ok(PutOutcome::Stored),
             Err(SdkError::ServiceError(service))
