@@ -106,18 +106,21 @@ pub async fn measure(bench: &mut Bench) -> Result<String, String> {
         &mut |b| check_batch("webhook-fanout", b),
     )
     .await?;
-    let deliver = deliver_run(bench, &mut world, cold_starts).await?;
+    let (deliver, failed) = deliver_run(bench, &mut world, cold_starts).await?;
     world.drop_tables().await?;
     let delivered = delivered.load(Ordering::SeqCst);
     // Every batch handed out: one per cold start, then the warm process's first, its warm-ups
     // and its measured ones.
     let processed = (cold_starts + 1 + WARM_UP + deliver.latencies.len()) * MESSAGES_PER_BATCH;
-    if delivered != processed {
+    // An item a cold process reported failed goes back to SQS in production (not here): it
+    // may have reached the receiver before what failed (recording the attempt), or not.
+    if delivered > processed || delivered + failed < processed {
         return Err(format!(
-            "the receiver got {delivered} deliveries for {processed} messages handled"
+            "the receiver got {delivered} deliveries for {processed} messages handled, \
+             {failed} of them reported failed"
         ));
     }
-    Ok(render(&[fan_out, deliver], queued, delivered))
+    Ok(render(&[fan_out, deliver], queued, delivered, failed))
 }
 
 async fn drop_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), String> {
@@ -405,7 +408,15 @@ async fn fan_out_run(
     Ok(run)
 }
 
-async fn deliver_run(bench: &mut Bench, world: &mut World, cold: usize) -> Result<Run, String> {
+/// The run, and how many items the cold processes reported failed (`batchItemFailures`, which
+/// SQS would hand out again; against a loaded moto a first invocation's attempt record can
+/// outlast its timeout). The warm process must report none.
+async fn deliver_run(
+    bench: &mut Bench,
+    world: &mut World,
+    cold: usize,
+) -> Result<(Run, usize), String> {
+    let mut failed = 0;
     let mut run = Run::new(
         "webhook-deliver",
         "batch of 10 deliveries (render, sign, POST, record)",
@@ -420,7 +431,10 @@ async fn deliver_run(bench: &mut Bench, world: &mut World, cold: usize) -> Resul
             &env,
             vec![batch],
             None,
-            &mut |_| Ok(()),
+            &mut |body| {
+                failed += failed_items(body);
+                Ok(())
+            },
         )
         .await?;
         run.inits.push(init);
@@ -437,7 +451,14 @@ async fn deliver_run(bench: &mut Bench, world: &mut World, cold: usize) -> Resul
         })
         .await?;
     run.take_warm(warm, cpu, rss);
-    Ok(run)
+    Ok((run, failed))
+}
+
+fn failed_items(body: &[u8]) -> usize {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|answer| answer["batchItemFailures"].as_array().map(Vec::len))
+        .unwrap_or(0)
 }
 
 struct Sample {
@@ -529,7 +550,7 @@ impl Run {
     }
 }
 
-fn render(runs: &[Run], queued: usize, delivered: usize) -> String {
+fn render(runs: &[Run], queued: usize, delivered: usize, failed: usize) -> String {
     let mut text = String::from(
         "## Outbound webhooks on AWS (fan-out and deliver functions)\n\n\
          The release bootstraps under the Runtime API emulator against moto (DynamoDB and SQS \
@@ -565,7 +586,8 @@ fn render(runs: &[Run], queued: usize, delivered: usize) -> String {
         text,
         "\nMedians of {} cold starts (init, first invocation) and {} warm invocations. \
          The fan-out left {queued} messages queued; the receiver got {delivered} deliveries, \
-         every one answered 200.\n",
+         every one answered 200; the cold processes reported {failed} item(s) failed (for SQS \
+         to hand out again), the warm one none.\n",
         runs[0].inits.len(),
         runs[0].latencies.len(),
     );
