@@ -93,17 +93,14 @@ impl Handover {
         )
     }
 
-    /// An answer that asks the client to slow down: a throttle or a 5xx. The SDK's first
-    /// attempt after it waits as its own retry would.
+    /// An answer that asks the client to slow down: a throttle or a 5xx, the codes the store
+    /// reports as "try again later". The SDK's first attempt after it waits as its own retry
+    /// would.
     pub fn asks_to_back_off(&self) -> bool {
-        const THROTTLES: &[&str] = &[
-            "ProvisionedThroughputExceededException",
-            "ThrottlingException",
-            "RequestLimitExceeded",
-            "LimitExceededException",
-        ];
         match self {
-            Handover::Answer(status, code) => *status >= 500 || THROTTLES.contains(&code.as_str()),
+            Handover::Answer(status, code) => {
+                *status >= 500 || super::errors::RETRYABLE_CODES.contains(&code.as_str())
+            }
             _ => false,
         }
     }
