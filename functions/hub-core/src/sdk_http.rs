@@ -50,10 +50,11 @@ impl SdkHttpClient {
         })
     }
 
-    /// The process's client: every SDK configuration and the direct DynamoDB writes
-    /// (`crate::store::dynamo::direct`) share its pools, so that one warm connection (one TLS
-    /// handshake) serves them all. Made on first use; a failure (an `AWS_CA_BUNDLE` without a
-    /// certificate) is returned, not kept.
+    /// The process's client, for a Lambda function (`crate::aws::lambda_sdk_config`): its SDK
+    /// clients and its direct DynamoDB writes (`crate::store::dynamo::direct`) share these
+    /// pools, so that one warm connection (one TLS handshake) serves them all. Not for tests,
+    /// whose runtimes come and go while a pool would keep their connections. Made on first use;
+    /// a failure (an `AWS_CA_BUNDLE` without a certificate) is returned, not kept.
     pub fn shared() -> Result<Self, ConfigError> {
         static SHARED: std::sync::OnceLock<SdkHttpClient> = std::sync::OnceLock::new();
         if let Some(client) = SHARED.get() {
