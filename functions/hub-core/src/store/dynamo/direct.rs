@@ -174,10 +174,6 @@ impl DirectPut {
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.target.url
-    }
-
     /// `PutItem` of `item` into `table` if no item has its key.
     pub async fn put_if_absent(
         &self,
